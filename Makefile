@@ -1,0 +1,34 @@
+# neurodiff: two commands on a fresh clone.
+#   make demo   create .venv, install, run the main job on the embedded default
+#   make test   create .venv if needed, install, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch comes first and pinned: a bare `torch` requirement would pull several GB of CUDA packages.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.neurodiff-installed
+
+.PHONY: install demo test test-slow bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/neurodiff demo --out demo-output
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/engine_speed.py --out benchmarks/results/engine_speed
+
+clean:
+	rm -rf $(VENV) demo-output build src/*.egg-info .pytest_cache

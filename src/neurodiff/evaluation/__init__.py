@@ -1,0 +1,1 @@
+"""Metrics, survival analysis, per-task evaluation and multi-seed aggregation."""

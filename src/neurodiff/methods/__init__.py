@@ -1,0 +1,1 @@
+"""The public estimators (scikit-learn style: fit / predict / transform / score, save / load)."""

@@ -1,0 +1,1 @@
+"""results.json, figures and report.html."""
