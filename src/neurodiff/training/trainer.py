@@ -1,0 +1,358 @@
+"""The one training loop every neurodiff model is trained with.
+
+Features: Adam/AdamW, EMA of weights, SECONDGRAM's gradient manipulation (fixed or calibrated
+thresholds), early stopping on a validation score keeping the best weights, seeded and resumable
+batch order, atomic checkpoints every N steps and exact resume on CPU, device choice and mixed
+precision (bf16 / fp16) on GPU, and a progress bar.
+
+A run killed and resumed from its last checkpoint ends with the same weights as an uninterrupted
+run: the checkpoint holds the model, optimiser, EMA, gradient thresholds, early-stopping state,
+history, the position in the epoch and every random-number generator the loop uses.
+
+>>> trainer = Trainer(max_epochs=100, batch_size=256, lr=1e-3, seed=0)
+>>> result = trainer.fit(net, lambda net, batch, g: diffusion.loss(net, batch["x"], generator=g),
+...                      TensorData(x=features))
+>>> result.model, result.history["loss"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from neurodiff.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from neurodiff.training.data import TensorData, epoch_order, iterate_batches, to_device
+from neurodiff.training.early_stopping import EarlyStopping
+from neurodiff.training.ema import EMA
+from neurodiff.training.gradients import GradientManipulation, global_grad_norm
+
+LossFn = Callable[[nn.Module, Any, torch.Generator], "torch.Tensor | tuple[torch.Tensor, dict[str, float]]"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    model:
+        The model to use for inference: the EMA copy when EMA is on, else the trained model; with
+        early stopping, holding the best validated weights.
+    history:
+        Per-step losses and gradient norms, gradient-manipulation counts, validation scores, timing.
+    """
+
+    model: nn.Module
+    history: dict[str, Any]
+
+
+@dataclass
+class _Position:
+    epoch: int = 0
+    batch: int = 0  # next batch of the epoch
+    step: int = 0  # iterations done (skipped updates included)
+    done: bool = False
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" → cuda when available else cpu; a cuda device that is not there is a clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was requested but CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+class Trainer:
+    """Hyperparameters of a training run; :meth:`fit` runs it.
+
+    Parameters
+    ----------
+    max_epochs, max_steps:
+        Stop after this many passes over the data / iterations (at least one must be given).
+    batch_size, lr, optimizer, weight_decay:
+        Optimisation: "adam" (default) or "adamw".
+    ema_decay:
+        Keep an exponential moving average of the weights with this decay (None: off).
+    gradient_manipulation:
+        A :class:`GradientManipulation` policy (None: plain updates).
+    early_stopping:
+        An :class:`EarlyStopping` with the validation score (None: no validation).
+    validate_every:
+        Validate every this many steps (None: at the end of every epoch).
+    checkpoint_dir, checkpoint_every:
+        Where and how often (in steps) to write the checkpoint; also written at each epoch end
+        when `checkpoint_every` is None, and at the end of training.
+    resume:
+        Continue from the checkpoint in `checkpoint_dir` when there is one.
+    seed:
+        Seeds batch order, noise, timesteps and dropout: CPU runs are exactly reproducible.
+    device, precision:
+        "cpu", "cuda", "cuda:1" or "auto"; "fp32", "bf16" or "fp16" (fp16 only on CUDA).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_epochs: int | None = None,
+        max_steps: int | None = None,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        weight_decay: float = 0.0,
+        ema_decay: float | None = None,
+        gradient_manipulation: GradientManipulation | None = None,
+        early_stopping: EarlyStopping | None = None,
+        validate_every: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int | None = None,
+        resume: bool = True,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        precision: Precision = "fp32",
+        num_workers: int = 0,
+        progress: bool = True,
+        description: str = "training",
+        on_step: Callable[[_Position, float], None] | None = None,
+    ):
+        if max_epochs is None and max_steps is None:
+            raise ValueError("give max_epochs or max_steps")
+        for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps), ("batch_size", batch_size),
+                            ("validate_every", validate_every), ("checkpoint_every", checkpoint_every)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
+        self.max_epochs, self.max_steps, self.batch_size = max_epochs, max_steps, batch_size
+        self.lr, self.optimizer, self.weight_decay, self.ema_decay = lr, optimizer, weight_decay, ema_decay
+        self.gradient_manipulation, self.early_stopping = gradient_manipulation, early_stopping
+        self.validate_every, self.checkpoint_every = validate_every, checkpoint_every
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.resume, self.seed, self.device, self.precision = resume, seed, device, precision
+        self.num_workers, self.progress, self.description, self.on_step = num_workers, progress, description, on_step
+
+    # ------------------------------------------------------------------ public
+    def fit(self, model: nn.Module, loss_fn: LossFn, data: TensorData | Dataset) -> TrainResult:
+        """Train `model` on `data` with ``loss_fn(model, batch, generator)``; return the result."""
+        n = len(data)
+        if n == 0:
+            raise ValueError("the training data are empty")
+        device = resolve_device(self.device)
+        if self.precision == "fp16" and device.type != "cuda":
+            raise ValueError("fp16 mixed precision needs a CUDA device; use precision='bf16' or 'fp32' on CPU")
+        model.to(device).train()
+        opt = self._make_optimizer(model)
+        scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        ema = EMA(model, self.ema_decay) if self.ema_decay else None
+        eval_model = ema.model if ema else model
+        generator = torch.Generator(device).manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        pos, history = _Position(), _new_history()
+        per_epoch = math.ceil(n / self.batch_size)
+        total = min(self.max_steps or math.inf, (self.max_epochs or math.inf) * per_epoch)
+
+        ckpt_path = self.checkpoint_dir / CHECKPOINT_NAME if self.checkpoint_dir else None
+        if ckpt_path is not None and self.resume and ckpt_path.exists():
+            pos = self._restore(ckpt_path, n, model, opt, scaler, ema, generator, history)
+        elif self.gradient_manipulation is not None and not self.gradient_manipulation.ready:
+            self._calibrate(model, loss_fn, data, device, history)
+        history["thresholds"] = self.gradient_manipulation.to_dict() if self.gradient_manipulation else None
+
+        started = time.perf_counter()
+        bar = tqdm(total=total, initial=pos.step, desc=self.description, disable=not self.progress, leave=False)
+        save = lambda: self._save(ckpt_path, n, pos, model, opt, scaler, ema, generator, history)  # noqa: E731
+        try:
+            while not pos.done:
+                order = epoch_order(n, self.seed, pos.epoch)
+                epoch_losses: list[float] = []
+                for batch in iterate_batches(data, order, self.batch_size, pos.batch, self.num_workers):
+                    loss = self._step(model, opt, scaler, ema, loss_fn, to_device(batch, device), generator, history)
+                    epoch_losses.append(loss)
+                    pos.step += 1
+                    pos.batch += 1
+                    epoch_end = pos.batch == per_epoch
+                    if epoch_end:
+                        pos.epoch, pos.batch = pos.epoch + 1, 0
+                        history["epoch_loss"].append(sum(epoch_losses) / len(epoch_losses))
+                    due = epoch_end if self.validate_every is None else pos.step % self.validate_every == 0
+                    stop = self._validate(eval_model, pos, history) if due and self.early_stopping else False
+                    pos.done = stop or pos.step >= total
+                    if ckpt_path is not None and (
+                        pos.done
+                        or (self.checkpoint_every and pos.step % self.checkpoint_every == 0)
+                        or (self.checkpoint_every is None and epoch_end)
+                    ):
+                        save()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", epoch=pos.epoch, skipped=history["skipped"])
+                    if self.on_step is not None:
+                        self.on_step(pos, loss)
+                    if pos.done:
+                        break
+        finally:
+            bar.close()
+        history["seconds"] += time.perf_counter() - started
+        if self.early_stopping is not None and self.early_stopping.best_state is not None:
+            eval_model.load_state_dict(self.early_stopping.best_state, strict=True)
+            history["best_step"] = self.early_stopping.best_step
+            history["best_score"] = self.early_stopping.best_score
+        eval_model.eval()
+        return TrainResult(model=eval_model, history=history)
+
+    # ------------------------------------------------------------------ one step
+    def _step(self, model, opt, scaler, ema, loss_fn, batch, generator, history) -> float:
+        opt.zero_grad(set_to_none=True)
+        with self._autocast(batch):
+            out = loss_fn(model, batch, generator)
+        loss, metrics = out if isinstance(out, tuple) else (out, {})
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.gradient_manipulation is not None:
+            action, norm = self.gradient_manipulation.apply(params)
+        else:
+            norm_t = global_grad_norm(params)
+            action, norm = ("step" if torch.isfinite(norm_t) else "skipped"), float(norm_t)
+        if action == "skipped":
+            history["skipped"] += 1
+            history["skipped_steps"].append(len(history["loss"]))
+            if scaler is not None:
+                scaler.update()
+        else:
+            history["clipped"] += action == "clipped"
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            if ema is not None:
+                ema.update(model)
+        value = float(loss.detach())
+        history["loss"].append(value)
+        history["grad_norm"].append(norm)
+        for key, v in metrics.items():
+            history["metrics"].setdefault(key, []).append(float(v))
+        return value
+
+    def _autocast(self, batch):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        device_type = _first_tensor_device(batch)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=device_type, dtype=dtype)
+
+    # ------------------------------------------------------------------ calibration and validation
+    def _calibrate(self, model, loss_fn, data, device, history) -> None:
+        """One pass over the data recording gradient norms (no update); set the thresholds."""
+        norms = []
+        generator = torch.Generator(device).manual_seed(self.seed + 1)
+        order = epoch_order(len(data), self.seed, -1)
+        params = [p for p in model.parameters() if p.requires_grad]
+        batches = iterate_batches(data, order, self.batch_size, 0, self.num_workers)
+        for batch in tqdm(batches, desc="calibrating gradient thresholds", disable=not self.progress, leave=False):
+            model.zero_grad(set_to_none=True)
+            batch = to_device(batch, device)
+            with self._autocast(batch):
+                out = loss_fn(model, batch, generator)
+            (out[0] if isinstance(out, tuple) else out).backward()
+            norms.append(float(global_grad_norm(params)))
+        model.zero_grad(set_to_none=True)
+        self.gradient_manipulation.calibrate(norms)
+        history["calibration_norms"] = norms
+
+    @torch.no_grad()
+    def _validate(self, eval_model: nn.Module, pos: _Position, history) -> bool:
+        was_training = eval_model.training
+        eval_model.eval()
+        score = float(self.early_stopping.score(eval_model))
+        eval_model.train(was_training)
+        history["validation"].append({"step": pos.step, "epoch": pos.epoch, "score": score})
+        return self.early_stopping.update(score, pos.step, eval_model)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _fingerprint(self, n: int) -> dict[str, Any]:
+        return {"rows": n, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
+                "optimizer": self.optimizer, "ema_decay": self.ema_decay}
+
+    def _save(self, path, n, pos, model, opt, scaler, ema, generator, history) -> None:
+        state = {
+            "fingerprint": self._fingerprint(n),
+            "position": vars(pos).copy(),
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "thresholds": self.gradient_manipulation.to_dict() if self.gradient_manipulation else None,
+            "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
+            "history": history,
+        }
+        save_checkpoint(path, state)
+
+    def _restore(self, path, n, model, opt, scaler, ema, generator, history) -> _Position:
+        state = load_checkpoint(path)
+        expected = self._fingerprint(n)
+        for key, value in expected.items():
+            if state["fingerprint"].get(key) != value:
+                raise ValueError(
+                    f"checkpoint {path} was written by a run with {key}={state['fingerprint'].get(key)!r}, "
+                    f"this run has {key}={value!r}; use the same settings to resume, or another checkpoint folder"
+                )
+        model.load_state_dict(state["model"], strict=True)
+        opt.load_state_dict(state["optimizer"])
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.gradient_manipulation is not None and state["thresholds"] is not None:
+            self.gradient_manipulation.clip = state["thresholds"]["clip"]
+            self.gradient_manipulation.skip = state["thresholds"]["skip"]
+        if self.early_stopping is not None and state["early_stopping"] is not None:
+            self.early_stopping.load_state_dict(state["early_stopping"])
+        history.update(state["history"])
+        history["resumed_at_step"] = state["position"]["step"]
+        return _Position(**state["position"])
+
+    def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def _new_history() -> dict[str, Any]:
+    return {"loss": [], "grad_norm": [], "epoch_loss": [], "validation": [], "metrics": {},
+            "skipped": 0, "clipped": 0, "skipped_steps": [], "seconds": 0.0}
+
+
+def _first_tensor_device(batch: Any) -> str:
+    if isinstance(batch, torch.Tensor):
+        return batch.device.type
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else []
+    for v in values:
+        found = _first_tensor_device(v)
+        if found:
+            return found
+    return "cpu"
