@@ -45,6 +45,15 @@ class Estimator(abc.ABC):
         """The hyperparameters given to ``__init__``."""
         return {name: getattr(self, name) for name in self._param_names()}
 
+    def set_params(self: E, **params: Any) -> E:
+        """Change hyperparameters (e.g. the sampler of a fitted model); returns self."""
+        unknown = sorted(set(params) - set(self._param_names()))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no hyperparameters {unknown}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
     def __repr__(self) -> str:
         defaults = {
             p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()

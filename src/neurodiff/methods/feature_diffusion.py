@@ -19,7 +19,7 @@ import torch
 
 from neurodiff.base import Estimator
 from neurodiff.diffusion import Diffusion
-from neurodiff.nets import MLPUNet
+from neurodiff.nets import MLPUNet, ResidualMLP
 from neurodiff.training import GradientManipulation, TensorData, Trainer, resolve_device, seed_everything
 
 
@@ -28,12 +28,19 @@ class FeatureDiffusion(Estimator):
 
     Parameters
     ----------
+    network:
+        "mlp_unet" (SECONDGRAM's denoiser, for tables of tens to hundreds of features) or
+        "residual_mlp" (for a handful of features, where the MLP U-Net's input LayerNorm discards
+        the signal: width = max(hidden), depth = len(hidden)).
     hidden, residual_blocks, emb_dim:
         The MLP U-Net's widths (SECONDGRAM: (512, 256, 128), 2, 256).
     schedule, timesteps, beta_start, beta_end:
         The β schedule ("linear" uses start/end; "cosine" ignores them).
     sampler, variance, ddim_steps, ddim_eta:
         "ddpm" (all T steps, σ² = β or the posterior variance) or "ddim" (`ddim_steps`, `ddim_eta`).
+    clip_denoised:
+        Clamp every predicted x0 to the scaled data range [-1, 1] while sampling (stabilises DDIM
+        with few steps). Off by default, as in SECONDGRAM, which clamps only the final sample.
     max_epochs, batch_size, lr, ema_decay:
         Training (Adam).
     gradient_manipulation, clip, skip:
@@ -46,6 +53,7 @@ class FeatureDiffusion(Estimator):
     def __init__(
         self,
         *,
+        network: Literal["mlp_unet", "residual_mlp"] = "mlp_unet",
         hidden: Sequence[int] = (512, 256, 128),
         residual_blocks: int = 2,
         emb_dim: int = 256,
@@ -57,6 +65,7 @@ class FeatureDiffusion(Estimator):
         variance: Literal["beta", "posterior"] = "beta",
         ddim_steps: int = 20,
         ddim_eta: float = 0.0,
+        clip_denoised: bool = False,
         max_epochs: int = 200,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -68,6 +77,7 @@ class FeatureDiffusion(Estimator):
         device: str = "cpu",
         progress: bool = True,
     ):
+        self.network = network
         self.hidden = hidden
         self.residual_blocks = residual_blocks
         self.emb_dim = emb_dim
@@ -79,6 +89,7 @@ class FeatureDiffusion(Estimator):
         self.variance = variance
         self.ddim_steps = ddim_steps
         self.ddim_eta = ddim_eta
+        self.clip_denoised = clip_denoised
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -96,8 +107,12 @@ class FeatureDiffusion(Estimator):
             return Diffusion.from_schedule("linear", self.timesteps, start=self.beta_start, end=self.beta_end)
         return Diffusion.from_schedule(self.schedule, self.timesteps)
 
-    def _make_net(self, dim: int, cond_dim: int) -> MLPUNet:
-        return MLPUNet(dim, cond_dim, hidden=self.hidden, residual_blocks=self.residual_blocks, emb_dim=self.emb_dim)
+    def _make_net(self, dim: int, cond_dim: int) -> MLPUNet | ResidualMLP:
+        if self.network == "mlp_unet":
+            return MLPUNet(dim, cond_dim, hidden=self.hidden, residual_blocks=self.residual_blocks, emb_dim=self.emb_dim)
+        if self.network == "residual_mlp":
+            return ResidualMLP(dim, cond_dim, width=max(self.hidden), depth=len(self.hidden), emb_dim=self.emb_dim)
+        raise ValueError(f"network must be 'mlp_unet' or 'residual_mlp', got {self.network!r}")
 
     def _policy(self) -> GradientManipulation | None:
         if self.gradient_manipulation == "none":
@@ -165,7 +180,10 @@ class FeatureDiffusion(Estimator):
         net = self.net_.to(device).eval()
         generator = torch.Generator(device).manual_seed(self.seed if seed is None else seed)
         cond_t = None if c is None else torch.as_tensor(c, dtype=torch.float32, device=device)
-        common = dict(cond=cond_t, clamp=(-1.0, 1.0), generator=generator, device=device, dtype=torch.float32)
+        common = dict(
+            cond=cond_t, clamp=(-1.0, 1.0), clip_x0=(-1.0, 1.0) if self.clip_denoised else None,
+            generator=generator, device=device, dtype=torch.float32,
+        )
         shape = (n, self.n_features_)
         if self.sampler == "ddpm":
             x = self.diffusion_.ddpm_sample(net, shape, variance=self.variance, **common)

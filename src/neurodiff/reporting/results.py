@@ -1,0 +1,79 @@
+"""results.json: what a benchmark or the main job measured, in one machine-readable file.
+
+Layout (ARCHITECTURE.md): ``task``, ``data`` (a description), ``seeds``, ``methods`` → method →
+metric → ``{"mean", "ci95", "values"}`` (one value per seed), ``timings``, ``environment``.
+The 95 % interval is mean ± 1.96 · sd / √n over seeds (METHODS.md), null for one seed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurodiff import __version__
+from neurodiff.atomic import write_json
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, half-width of the 95 % interval (1.96 · sd / √n) and the per-seed values."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        raise ValueError("no values to summarize")
+    mean = float(array.mean())
+    ci95 = float(1.96 * array.std(ddof=1) / math.sqrt(array.size)) if array.size > 1 else None
+    return {"mean": mean, "ci95": ci95, "values": [float(v) for v in array]}
+
+
+def environment() -> dict[str, Any]:
+    """The software and hardware a result was measured on."""
+    import torch
+
+    env = {
+        "neurodiff": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return env
+
+
+def results_document(
+    task: str,
+    data: dict[str, Any],
+    seeds: Sequence[int],
+    per_seed: dict[str, dict[str, Sequence[float]]],
+    timings: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Assemble the results.json document from per-seed metric values."""
+    methods = {
+        method: {metric: summarize(values) for metric, values in metrics.items()}
+        for method, metrics in per_seed.items()
+    }
+    return {
+        "task": task,
+        "data": data,
+        "seeds": list(seeds),
+        "methods": methods,
+        "timings": timings or {},
+        "environment": environment(),
+        **extra,
+    }
+
+
+def write_results(path: str | Path, document: dict[str, Any]) -> Path:
+    path = Path(path)
+    write_json(path, document)
+    return path
