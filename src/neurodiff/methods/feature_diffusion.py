@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from neurodiff.base import Estimator
+from neurodiff.checks import as_matrix
 from neurodiff.diffusion import Diffusion
 from neurodiff.nets import MLPUNet, ResidualMLP
 from neurodiff.training import GradientManipulation, TensorData, Trainer, resolve_device, seed_everything
@@ -128,8 +129,8 @@ class FeatureDiffusion(Estimator):
     # ------------------------------------------------------------------ fit / sample
     def fit(self, X: Any, cond: Any = None) -> FeatureDiffusion:
         """Learn p(x | cond) (or p(x) without `cond`) from rows of `X` (n, D) and `cond` (n, C)."""
-        X = _as_matrix(X, "X")
-        C = None if cond is None else _as_matrix(cond, "cond")
+        X = as_matrix(X, "X")
+        C = None if cond is None else as_matrix(cond, "cond")
         if C is not None and len(C) != len(X):
             raise ValueError(f"X has {len(X)} rows but cond has {len(C)}")
         if len(X) < 2:
@@ -166,7 +167,7 @@ class FeatureDiffusion(Estimator):
         if self.n_cond_:
             if cond is None:
                 raise ValueError(f"this model is conditional on {self.n_cond_} columns: pass cond")
-            C = _as_matrix(cond, "cond")
+            C = as_matrix(cond, "cond")
             if C.shape[1] != self.n_cond_:
                 raise ValueError(f"cond has {C.shape[1]} columns, the model was fitted with {self.n_cond_}")
             n, c = len(C), self._standardise(C)
@@ -224,19 +225,3 @@ class FeatureDiffusion(Estimator):
             self.c_mean_, self.c_std_ = arrays["c_mean"], arrays["c_std"]
         self.net_ = self._make_net(self.n_features_, self.n_cond_)
         self.history_ = None
-
-
-def _as_matrix(values: Any, name: str) -> np.ndarray:
-    """A finite 2-D float array, or an error naming the first bad column."""
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D table (rows × columns), got shape {array.shape}")
-    bad = ~np.isfinite(array)
-    if bad.any():
-        column = int(np.argwhere(bad.any(axis=0))[0, 0])
-        label = getattr(values, "columns", None)
-        column_name = label[column] if label is not None else column
-        raise ValueError(f"{name} has missing or non-finite values in column {column_name!r}; impute them first")
-    return array

@@ -1,0 +1,1 @@
+"""Baselines the methods are compared against (conditional WGAN-GP, LOCF, ridge, ...)."""
