@@ -1,0 +1,92 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurodiff.evaluation.imputation import pearson_feature
+from neurodiff.methods.longitudinal import PRESETS, SecondGram
+from neurodiff.methods.longitudinal.secondgram import _PAPER_ALPHA_BAR
+
+TINY = dict(labels=["age", "disease"], hidden=(64, 32, 16), emb_dim=32, batch_size=64, progress=False)
+
+
+def cohort(n=300, paired=150, d=8, seed=0):
+    """x1 from a 2-factor model; x2 = x1 − 0.3·disease·(first half of features) + noise."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(50, 80, n)
+    disease = (rng.random(n) < 0.3).astype(float)
+    loadings = np.random.default_rng(99).normal(size=(2, d))  # the same population for every seed
+    x1 = rng.normal(size=(n, 2)) @ loadings + 0.02 * (age[:, None] - 65) + 10
+    effect = np.zeros(d)
+    effect[: d // 2] = 0.3
+    x2 = x1 - disease[:, None] * effect + 0.05 * rng.normal(size=(n, d))
+    cols = [f"f{j}" for j in range(d)]
+    first = pd.DataFrame(x1, columns=cols).assign(subject_id=[f"s{i}" for i in range(n)], visit=1, age=age, disease=disease)
+    second = pd.DataFrame(x2[:paired], columns=cols).assign(
+        subject_id=[f"s{i}" for i in range(paired)], visit=2, age=age[:paired] + 2, disease=disease[:paired])
+    return pd.concat([first, second], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return SecondGram(**TINY, max_epochs=120, patience=None, lr=2e-3).fit(cohort())
+
+
+def test_learns_the_follow_up(fitted):
+    data = fitted.read(cohort(seed=1))  # new subjects from the same model
+    paired = data.subset(np.flatnonzero(data.paired))
+    generated = fitted.generate(paired)[0]
+    assert pearson_feature(paired.x2, generated) > 0.6
+    assert fitted.history_["thresholds"]["mode"] == "calibrated"
+    assert fitted.history_["best_score"] == max(v["score"] for v in fitted.history_["validation"])
+
+
+def test_training_samples_include_self_conditioning(fitted):
+    # 150 paired − 15 validation = 135 pairs, plus 300 − 15 = 285 self samples
+    assert fitted.n_train_samples_ == 135 + 285
+    assert _PAPER_ALPHA_BAR[6].sqrt().item() == pytest.approx(0.993, abs=5e-4)
+    assert (1 - _PAPER_ALPHA_BAR[6]).sqrt().item() == pytest.approx(0.120, abs=5e-4)
+
+
+def test_predict_and_complete_flag_generated_rows(fitted):
+    table = cohort()
+    predicted = fitted.predict(table, n_samples=2, seed=3)
+    assert len(predicted) == 2 * 150 and set(predicted["sample"]) == {0, 1} and predicted["generated"].all()
+    assert (predicted["visit"] == 2).all() and set(predicted["subject_id"]) == {f"s{i}" for i in range(150, 300)}
+    completed = fitted.complete(table)
+    assert len(completed) == len(table) + 150
+    assert completed["generated"].sum() == 150 and not completed["generated"][: len(table)].any()
+    assert np.isfinite(predicted[[f"f{j}" for j in range(8)]].to_numpy()).all()
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    fitted.save(tmp_path / "sg")
+    again = SecondGram.load(tmp_path / "sg")
+    a = fitted.predict(cohort(), seed=5)
+    b = again.predict(cohort(), seed=5)
+    pd.testing.assert_frame_equal(a, b)
+    assert again.training_summary_["thresholds"]["mode"] == "calibrated"
+
+
+def test_mismatched_features_at_predict_are_named(fitted):
+    with pytest.raises(ValueError, match="feature column 'f3' used when the model was fitted is not in the table"):
+        fitted.predict(cohort().drop(columns=["f3"]))
+
+
+def test_no_paired_subjects_is_a_clear_error():
+    table = cohort()
+    with pytest.raises(ValueError, match="found 0"):
+        SecondGram(**TINY, max_epochs=1).fit(table[table.visit == 1])
+
+
+def test_presets():
+    assert set(PRESETS) == {"secondgram", "secondgram_noised_schedule", "vanilla", "pretrained", "no_grad", "no_self"}
+    vanilla = SecondGram.preset("vanilla", labels=["age"])
+    assert not vanilla.self_conditioning and vanilla.gradient_manipulation == "none"
+    with pytest.raises(ValueError, match="unknown SECONDGRAM variant 'best'"):
+        SecondGram.preset("best")
+
+
+def test_pretrained_variant_runs():
+    model = SecondGram.preset("pretrained", **{**TINY, "pretrain_epochs": 2, "max_epochs": 2}).fit(cohort(n=120, paired=60))
+    assert len(model.pretrain_history_["epoch_loss"]) == 2
+    assert model.n_train_samples_ == 60 - 6  # paired only, minus validation
