@@ -22,6 +22,7 @@ Samplers:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -78,6 +79,9 @@ class Diffusion:
             "posterior_coef_xt": (1.0 - alpha_bar_prev) * (1.0 - betas).sqrt() / (1.0 - alpha_bar),
         }
         self._cast: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+        # python floats for the samplers, where every sample of a batch is at the same step
+        self._scalars = {name: table.tolist() for name, table in self._tables.items()}
+        self._scalars["alpha_bar"] = alpha_bar.tolist()
 
     @classmethod
     def from_schedule(cls, name: str, timesteps: int, **kwargs: float) -> Diffusion:
@@ -110,10 +114,9 @@ class Diffusion:
             self._cast[key] = table
         return table[t.to(like.device)].reshape(-1, *([1] * (like.ndim - 1)))
 
-    def _alpha_bar_at(self, index: int, like: torch.Tensor) -> torch.Tensor:
-        """ᾱ at one step index, with ᾱ_{-1} = 1 (the clean data), as a 0-d tensor like `like`."""
-        value = 1.0 if index < 0 else float(self.alpha_bar[index])
-        return torch.tensor(value, dtype=like.dtype, device=like.device)
+    def _alpha_bar_at(self, index: int) -> float:
+        """ᾱ at one step index, with ᾱ_{-1} = 1 (the clean data)."""
+        return 1.0 if index < 0 else self._scalars["alpha_bar"][index]
 
     # ------------------------------------------------------------------ forward process and loss
     def sample_timesteps(
@@ -215,17 +218,18 @@ class Diffusion:
         if variance not in ("beta", "posterior"):
             raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
         x = self._initial_noise(net, shape, x_T, generator, device, dtype)
-        var_name = "betas" if variance == "beta" else "posterior_variance"
+        tables = self._scalars
+        variances = tables["betas"] if variance == "beta" else tables["posterior_variance"]
         for step in tqdm(range(self.num_timesteps - 1, -1, -1), desc="DDPM", disable=not progress, leave=False):
             t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
             eps = self.predict_noise(net, x, t, cond)
-            x0 = self.predict_x0(x, t, eps)
+            x0 = tables["sqrt_recip_alpha_bar"][step] * x - tables["sqrt_recipm1_alpha_bar"][step] * eps
             if clip_x0 is not None:
                 x0 = x0.clamp(*clip_x0)
-            mean = self.posterior_mean(x0, x, t)
+            mean = tables["posterior_coef_x0"][step] * x0 + tables["posterior_coef_xt"][step] * x
             if step > 0:
                 noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x = mean + self.coef(var_name, t, x).sqrt() * noise
+                x = mean + math.sqrt(variances[step]) * noise
             else:
                 x = mean
         return x.clamp(*clamp) if clamp is not None else x
@@ -260,14 +264,13 @@ class Diffusion:
         for i in tqdm(range(len(taus) - 1, -1, -1), desc=f"DDIM-{steps}", disable=not progress, leave=False):
             t = torch.full((x.shape[0],), taus[i], device=x.device, dtype=torch.long)
             eps = self.predict_noise(net, x, t, cond)
-            x0 = self.predict_x0(x, t, eps)
+            a_t, a_prev = self._alpha_bar_at(taus[i]), self._alpha_bar_at(taus[i - 1] if i > 0 else -1)
+            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
             if clip_x0 is not None:
                 x0 = x0.clamp(*clip_x0)
-                eps = self.predict_eps_from_x0(x, t, x0)
-            a_t = self._alpha_bar_at(taus[i], x)
-            a_prev = self._alpha_bar_at(taus[i - 1] if i > 0 else -1, x)
-            sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()
-            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
+                eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+            sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
+            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
             if i > 0 and eta > 0:
                 x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return x.clamp(*clamp) if clamp is not None else x
@@ -299,19 +302,22 @@ class Diffusion:
         taus = self.ddim_timesteps(steps or self.num_timesteps)
         x = x0
         for i in tqdm(range(len(taus)), desc="DDIM inversion", disable=not progress, leave=False):
-            a_from = self._alpha_bar_at(taus[i - 1] if i > 0 else -1, x)
-            a_to = self._alpha_bar_at(taus[i], x)
+            a_from = self._alpha_bar_at(taus[i - 1] if i > 0 else -1)
+            a_to = self._alpha_bar_at(taus[i])
             t_from = torch.full((x.shape[0],), taus[max(i - 1, 0)], device=x.device, dtype=torch.long)
             eps = self.predict_noise(net, x, t_from, cond)
-            x0_hat = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
-            x_next = a_to.sqrt() * x0_hat + (1 - a_to).sqrt() * eps
+            x_next = self._ddim_step(x, eps, a_from, a_to)
             t_to = torch.full_like(t_from, taus[i])
             for _ in range(refine):
-                eps = self.predict_noise(net, x_next, t_to, cond)
-                x0_hat = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
-                x_next = a_to.sqrt() * x0_hat + (1 - a_to).sqrt() * eps
+                x_next = self._ddim_step(x, self.predict_noise(net, x_next, t_to, cond), a_from, a_to)
             x = x_next
         return x
+
+    @staticmethod
+    def _ddim_step(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
+        """The η = 0 DDIM move from ᾱ = a_from to ᾱ = a_to with noise estimate eps."""
+        x0_hat = (x - math.sqrt(1 - a_from) * eps) / math.sqrt(a_from)
+        return math.sqrt(a_to) * x0_hat + math.sqrt(1 - a_to) * eps
 
     def render(
         self, net: Network, x_T: torch.Tensor, cond: Any = None, *, steps: int = 20, progress: bool = False

@@ -22,10 +22,10 @@ Action = Literal["step", "clipped", "skipped"]
 
 def global_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
     """The L2 norm of all gradients taken together (0 when there are none)."""
-    norms = [p.grad.detach().float().norm(2) for p in parameters if p.grad is not None]
-    if not norms:
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
+    if not grads:
         return torch.tensor(0.0)
-    return torch.linalg.vector_norm(torch.stack(norms), 2)
+    return torch.nn.utils.get_total_norm(grads, norm_type=2.0).float()
 
 
 @dataclass

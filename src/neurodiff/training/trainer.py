@@ -196,7 +196,8 @@ class Trainer:
                     ):
                         save()
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", epoch=pos.epoch, skipped=history["skipped"])
+                    if pos.step % 10 == 0 or pos.done:
+                        bar.set_postfix(loss=f"{loss:.4f}", epoch=pos.epoch, skipped=history["skipped"], refresh=False)
                     if self.on_step is not None:
                         self.on_step(pos, loss)
                     if pos.done:
