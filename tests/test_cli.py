@@ -17,6 +17,7 @@ def test_version_and_help():
     assert result.exit_code == 0
     for group in ("synth", "preprocess", "impute", "harmonize", "normative", "demo"):
         assert group in result.output
+    assert "not built yet" not in runner.invoke(app, ["synth", "--help"]).output
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,9 @@ def test_demo_quick_writes_results(tmp_path):
     assert methods["engine/diffusion_ddpm100"]["ring_error"]["mean"] < 0.2
     assert methods["engine/gaussian_baseline"]["ring_error"]["mean"] > 0.3
     assert (out / "engine_ring.png").stat().st_size > 10_000
+    assert (out / "cohort_traveller.png").stat().st_size > 10_000
+    assert doc["cohorts"]["image_sites"] == 7 and (out / "synthetic-images" / "manifest.csv").exists()
+    assert doc["cohorts"]["table_subjects"] == 3000
     assert "not built yet" in result.output.lower()
     # a second run replaces the earlier demo output; a foreign folder is refused untouched
     assert runner.invoke(app, ["demo", "--out", str(out), "--quick"]).exit_code == 0
