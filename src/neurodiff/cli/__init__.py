@@ -10,6 +10,7 @@ import typer
 
 from neurodiff import __version__
 from neurodiff.cli import demo as demo_cmd
+from neurodiff.cli import impute
 from neurodiff.cli import synth
 from neurodiff.cli.not_built import not_built_group
 
@@ -46,10 +47,7 @@ app.add_typer(
     not_built_group("preprocess", ["run"], issue=8, what="preprocessing of real T1 scans"),
     name="preprocess",
 )
-app.add_typer(
-    not_built_group("impute", ["fit", "predict", "benchmark"], issue=4, what="SECONDGRAM imputation"),
-    name="impute",
-)
+app.add_typer(impute.app, name="impute")
 app.add_typer(
     not_built_group("harmonize", ["fit", "apply", "benchmark"], issue=6, what="DDAE harmonisation"),
     name="harmonize",

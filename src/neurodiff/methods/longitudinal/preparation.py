@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer
 from sklearn.linear_model import Ridge
@@ -37,10 +39,12 @@ class ChainedImputer:
         D = X.shape[1]
         if not np.isnan(rows).any() or D < 2:
             return cls(np.nanmean(X, axis=0), *_empty_chain(max(1, min(neighbours, D - 1))))
-        imputer = IterativeImputer(
-            estimator=Ridge(alpha=1.0), max_iter=max_iter, n_nearest_features=min(neighbours, D - 1), random_state=seed,
-            skip_complete=True, keep_empty_features=True,
-        ).fit(rows)
+        with warnings.catch_warnings():  # a few rounds rarely meet sklearn's tolerance; they need not
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            imputer = IterativeImputer(
+                estimator=Ridge(alpha=1.0), max_iter=max_iter, n_nearest_features=min(neighbours, D - 1),
+                random_state=seed, skip_complete=True, keep_empty_features=True,
+            ).fit(rows)
         k = min(neighbours, D - 1)
         steps = imputer.imputation_sequence_
         return cls(

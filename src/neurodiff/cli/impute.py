@@ -1,0 +1,119 @@
+"""`neurodiff impute fit|predict|benchmark`: SECONDGRAM longitudinal imputation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from neurodiff.cli.not_built import NOT_BUILT_EXIT_CODE
+
+app = typer.Typer(
+    help="SECONDGRAM: generate missing follow-up imaging features from the first visit and labels.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _columns(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def _fail(error: Exception) -> None:
+    typer.echo(f"neurodiff impute: {error}", err=True)
+    raise typer.Exit(2) from error
+
+
+@app.command("fit")
+def fit(
+    data: Path = typer.Option(..., "--data", help="Long-format table (.csv or .parquet): subject, visit, labels, features."),
+    labels: str = typer.Option(..., "--labels", help="Comma-separated label columns to condition on (read at visit 1)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the saved model (must be absent or empty)."),
+    features: str = typer.Option(None, "--features", help="Comma-separated feature columns (default: all other numeric columns)."),
+    exclude: str = typer.Option(None, "--exclude", help="Comma-separated numeric columns that are neither labels nor features."),
+    subject: str = typer.Option("subject_id", "--subject", help="Subject id column."),
+    visit: str = typer.Option("visit", "--visit", help="Visit column (1 = first visit, 2 = follow-up)."),
+    variant: str = typer.Option("secondgram", "--variant", help="secondgram, secondgram_noised_schedule, vanilla, pretrained, no_grad or no_self."),
+    quick: bool = typer.Option(False, "--quick", help="At most 50 epochs, patience 10 (CPU minutes); default: the paper's 1000 / 50."),
+    epochs: int = typer.Option(None, "--epochs", help="Maximum epochs (overrides the preset)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the split, initialisation and noise."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16."),
+) -> None:
+    """Fit SECONDGRAM on a long-format table and save the model.
+
+    Example:  neurodiff impute fit --data table.csv --labels sex,age,stroke --exclude years_since_first --out model
+    """
+    from neurodiff.methods.longitudinal import SecondGram
+
+    params = dict(labels=_columns(labels), features=_columns(features), exclude=_columns(exclude) or (),
+                  subject=subject, visit=visit, seed=seed, device=device, precision=precision)
+    if quick:
+        params.update(max_epochs=50, patience=10)
+    if epochs is not None:
+        params["max_epochs"] = epochs
+    try:
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"--out {out} is not empty; choose a new folder")
+        model = SecondGram.preset(variant, **params)
+        model.fit(data)
+        model.save(out)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        _fail(error)
+    h = model.history_
+    typer.echo(
+        f"Fitted {variant} on {model.n_train_samples_:,} training samples ({len(model.feature_columns_)} features, "
+        f"{len(model.label_columns_)} labels): {len(h['epoch_loss'])} epochs, best validation per-feature "
+        f"Pearson {h.get('best_score', float('nan')):.3f}, {h['skipped']} skipped and {h['clipped']} clipped steps. "
+        f"Saved to {out}"
+    )
+
+
+@app.command("predict")
+def predict(
+    model: Path = typer.Option(..., "--model", help="Folder written by `neurodiff impute fit`."),
+    data: Path = typer.Option(..., "--data", help="Long-format table with the same columns as at fit time."),
+    out: Path = typer.Option(..., "--out", help="Completed table to write (.csv or .parquet; never the input)."),
+    samples: int = typer.Option(1, "--samples", help="Generated follow-ups per subject."),
+    all_subjects: bool = typer.Option(False, "--all-subjects", help="Generate for every subject, not only those without a follow-up."),
+    seed: int = typer.Option(None, "--seed", help="Sampling seed (default: the model's)."),
+) -> None:
+    """Write the table completed with generated follow-ups (visit 2), each flagged generated=True.
+
+    Example:  neurodiff impute predict --model model --data table.csv --out completed.csv
+    """
+    from neurodiff.atomic import atomic_path
+    from neurodiff.data.longitudinal_table import read_table
+    from neurodiff.methods.longitudinal import SecondGram
+    from neurodiff.saving import ModelFolderError
+
+    try:
+        if out.resolve() == data.resolve():
+            raise ValueError(f"--out {out} is the input table; write the completed table elsewhere")
+        if out.suffix.lower() not in (".csv", ".parquet"):
+            raise ValueError(f"--out {out} must end in .csv or .parquet")
+        if samples < 1:
+            raise ValueError(f"--samples must be at least 1, got {samples}")
+        estimator = SecondGram.load(model)
+        table = read_table(data)
+        generated = estimator.predict(table, n_samples=samples, all_subjects=all_subjects, seed=seed)
+        original = table.assign(generated=False)
+        import pandas as pd
+
+        completed = pd.concat([original, generated], ignore_index=True)
+        with atomic_path(out) as tmp:
+            if out.suffix.lower() == ".csv":
+                completed.to_csv(tmp, index=False)
+            else:
+                completed.to_parquet(tmp, index=False)
+    except (ValueError, FileNotFoundError, ModelFolderError) as error:
+        _fail(error)
+    typer.echo(f"Wrote {out}: {len(table):,} original rows and {len(generated):,} generated follow-up rows "
+               f"(column 'generated').")
+
+
+@app.command("benchmark", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def benchmark(ctx: typer.Context) -> None:
+    """Not built yet: the multi-seed benchmark of SECONDGRAM and its baselines (issue #4)."""
+    typer.echo("neurodiff impute benchmark: not built yet (issue #4). Nothing was run.", err=True)
+    raise typer.Exit(NOT_BUILT_EXIT_CODE)
