@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from neurodiff.cli.not_built import NOT_BUILT_EXIT_CODE
-
 app = typer.Typer(
     help="SECONDGRAM: generate missing follow-up imaging features from the first visit and labels.",
     no_args_is_help=True,
@@ -112,8 +110,80 @@ def predict(
                f"(column 'generated').")
 
 
-@app.command("benchmark", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def benchmark(ctx: typer.Context) -> None:
-    """Not built yet: the multi-seed benchmark of SECONDGRAM and its baselines (issue #4)."""
-    typer.echo("neurodiff impute benchmark: not built yet (issue #4). Nothing was run.", err=True)
-    raise typer.Exit(NOT_BUILT_EXIT_CODE)
+@app.command("benchmark")
+def benchmark(
+    out: Path = typer.Option(..., "--out", help="Output folder: results.json, runs.json, report.html (absent or empty)."),
+    data: Path = typer.Option(None, "--data", help="Long-format table; default: the embedded synthetic cohort."),
+    seeds: int = typer.Option(3, "--seeds", help="Number of seeds (splits, initialisations)."),
+    quick: bool = typer.Option(False, "--quick", help="Short training (CPU minutes per method and seed) and the --quick cohort."),
+    labels: str = typer.Option(None, "--labels", help="Conditioning labels (default for the embedded cohort: all 14)."),
+    exclude: str = typer.Option(None, "--exclude", help="Numeric columns that are neither labels nor features."),
+    methods: str = typer.Option(None, "--methods", help="Comma-separated subset of: secondgram, secondgram_noised_schedule, "
+                                "vanilla, pretrained, no_grad, no_self, gan, locf, ridge."),
+    downstream: str = typer.Option(None, "--downstream-labels", help="Binary labels for the downstream AUROC "
+                                   "(default for the embedded cohort: parkinsonism,stroke)."),
+    case_features: str = typer.Option(None, "--case-features", help="Case study feature group: columns containing this "
+                                      "text (embedded cohort: _snc)."),
+    case_label: str = typer.Option(None, "--case-label", help="Case study binary label (embedded cohort: parkinsonism)."),
+    epochs: int = typer.Option(None, "--epochs", help="Maximum epochs of the diffusion models (overrides the preset)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+) -> None:
+    """Run SECONDGRAM, its ablations and baselines over several seeds; write results.json and report.html.
+
+    Example:  neurodiff impute benchmark --quick --seeds 3 --out impute-benchmark
+    """
+    import time
+
+    from neurodiff.atomic import atomic_dir, write_json, write_text
+    from neurodiff.data.longitudinal_table import longitudinal_arrays, read_table
+    from neurodiff.evaluation.longitudinal_benchmark import ALL_METHODS, ImputeBenchmarkConfig, report_html, run_benchmark
+    from neurodiff.reporting.results import results_document
+
+    try:
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"--out {out} is not empty; choose a new folder")
+        if seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        if data is None:
+            from neurodiff.data.synthetic_longitudinal import LABEL_COLUMNS, LongitudinalConfig, generate_longitudinal
+
+            table_config = LongitudinalConfig.quick() if quick else LongitudinalConfig.paper()
+            typer.echo(f"No --data: generating the embedded cohort ({table_config.n_subjects:,} subjects, "
+                       f"{table_config.n_paired:,} paired, {table_config.n_features} features)")
+            table, source = generate_longitudinal(table_config), "embedded synthetic cohort"
+            labels = labels or ",".join(LABEL_COLUMNS)
+            exclude = exclude or "years_since_first"
+            downstream = downstream or "parkinsonism,stroke"
+            case_features, case_label = case_features or "_snc", case_label or "parkinsonism"
+            description = (f"embedded synthetic cohort (neurodiff synth longitudinal{' --quick' if quick else ''}): "
+                           f"{table_config.n_subjects} subjects, {table_config.n_paired} paired, "
+                           f"{table_config.n_features} features")
+        else:
+            table, source, description = read_table(data), str(data), f"table {data}"
+        if not labels:
+            raise ValueError("name the conditioning label columns with --labels")
+        arrays = longitudinal_arrays(table, labels=_columns(labels), exclude=_columns(exclude) or (), source=source)
+        factory = ImputeBenchmarkConfig.quick if quick else ImputeBenchmarkConfig
+        params = dict(labels=arrays.label_columns, methods=tuple(_columns(methods) or ALL_METHODS),
+                      seeds=tuple(range(seeds)), downstream_labels=tuple(_columns(downstream) or ()),
+                      case_feature_pattern=case_features, case_label=case_label, device=device)
+        if epochs is not None:
+            params["max_epochs"] = epochs
+        config = factory(**params)
+        config.check(arrays)
+        started = time.perf_counter()
+        result = run_benchmark(arrays, config, log=typer.echo)
+        document = results_document(
+            task="longitudinal_imputation",
+            data={"description": description, "subjects": len(arrays), "paired": int(arrays.paired.sum()),
+                  "features": len(arrays.feature_columns), "labels": arrays.label_columns, "splits": result["sizes"]},
+            seeds=list(config.seeds), per_seed=result["per_seed"],
+            timings={"total_seconds": time.perf_counter() - started}, config=result["config"],
+        )
+        with atomic_dir(out) as tmp:
+            write_json(tmp / "results.json", document)
+            write_json(tmp / "runs.json", result["runs"])
+            write_text(tmp / "report.html", report_html({**document, "runs": result["runs"]}))
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        _fail(error)
+    typer.echo(f"Wrote {out}/results.json, {out}/runs.json and {out}/report.html")

@@ -22,13 +22,19 @@ from neurodiff.atomic import write_json
 
 
 def summarize(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, half-width of the 95 % interval (1.96 · sd / √n) and the per-seed values."""
+    """Mean, half-width of the 95 % interval (1.96 · sd / √n) and the per-seed values.
+
+    Undefined values (NaN, e.g. an AUROC with one class in a test set) are written as null and left
+    out of the mean and interval; ``n`` counts the values that entered them.
+    """
     array = np.asarray(values, dtype=np.float64)
     if array.size == 0:
         raise ValueError("no values to summarize")
-    mean = float(array.mean())
-    ci95 = float(1.96 * array.std(ddof=1) / math.sqrt(array.size)) if array.size > 1 else None
-    return {"mean": mean, "ci95": ci95, "values": [float(v) for v in array]}
+    finite = array[np.isfinite(array)]
+    mean = float(finite.mean()) if finite.size else None
+    ci95 = float(1.96 * finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else None
+    return {"mean": mean, "ci95": ci95, "n": int(finite.size),
+            "values": [float(v) if np.isfinite(v) else None for v in array]}
 
 
 def environment() -> dict[str, Any]:

@@ -176,8 +176,13 @@ class SecondGram(Estimator):
                                    visit=self.visit, exclude=self.exclude, source=role_source)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, table: pd.DataFrame | str | Path | LongitudinalArrays) -> SecondGram:
-        """Fit preparation and diffusion model on every subject of `table` (paired and unpaired)."""
+    def fit(self, table: pd.DataFrame | str | Path | LongitudinalArrays,
+            preparation: Preparation | None = None) -> SecondGram:
+        """Fit preparation and diffusion model on every subject of `table` (paired and unpaired).
+
+        A `preparation` already fitted on the same training subjects may be passed (the benchmark
+        shares one between methods); otherwise it is fitted here.
+        """
         data = table if isinstance(table, LongitudinalArrays) else self.read(table)
         n_paired = int(data.paired.sum())
         if n_paired < 4:
@@ -185,8 +190,9 @@ class SecondGram(Estimator):
                 f"SECONDGRAM needs subjects with a follow-up (visit 2) to learn from; found {n_paired} (at least 4)"
             )
         self.feature_columns_, self.label_columns_ = data.feature_columns, data.label_columns
-        self.preparation_ = Preparation.fit(data.x1, data.x2, data.y, seed=self.seed,
-                                            neighbours=self.imputer_neighbours, max_iter=self.imputer_max_iter)
+        self.preparation_ = preparation or Preparation.fit(
+            data.x1, data.x2, data.y, seed=self.seed, neighbours=self.imputer_neighbours, max_iter=self.imputer_max_iter
+        )
         x1, y = self.preparation_.features(data.x1), self.preparation_.labels(data.y)
         x2 = np.full_like(x1, np.nan)
         x2[data.paired] = self.preparation_.features(data.x2[data.paired])

@@ -1,0 +1,53 @@
+"""HTML tables of results.json for report.html: methods × metrics, "mean ± CI (n)"."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+
+def format_cell(summary: dict[str, Any] | None, digits: int = 3) -> str:
+    if not summary or summary.get("mean") is None:
+        return "–"
+    text = f"{summary['mean']:.{digits}f}"
+    if summary.get("ci95") is not None:
+        text += f" ± {summary['ci95']:.{digits}f}"
+    return text
+
+
+def methods_table(methods: dict[str, dict[str, Any]], metrics: Sequence[str], caption: str,
+                  higher_is_better: dict[str, bool] | None = None) -> str:
+    """One HTML table, a row per method that has any of `metrics`; the best mean per column in bold."""
+    rows = [m for m, values in methods.items() if any(k in values for k in metrics)]
+    if not rows:
+        return ""
+    best: dict[str, str] = {}
+    for metric in metrics:
+        direction = (higher_is_better or {}).get(metric)
+        scored = [(methods[m][metric]["mean"], m) for m in rows
+                  if metric in methods[m] and methods[m][metric].get("mean") is not None]
+        if direction is not None and scored:
+            best[metric] = (max(scored) if direction else min(scored))[1]
+    head = "".join(f"<th>{html.escape(m)}{' ↑' if (higher_is_better or {}).get(m) else ' ↓' if (higher_is_better or {}).get(m) is False else ''}</th>" for m in metrics)
+    body = []
+    for method in rows:
+        cells = []
+        for metric in metrics:
+            text = html.escape(format_cell(methods[method].get(metric)))
+            cells.append(f"<td><b>{text}</b></td>" if best.get(metric) == method else f"<td>{text}</td>")
+        body.append(f"<tr><th>{html.escape(method)}</th>{''.join(cells)}</tr>")
+    return (f"<table><caption>{html.escape(caption)}</caption><thead><tr><th>method</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:1em 0 2em;font-size:0.9em}}caption{{text-align:left;font-weight:600;padding:0.3em 0}}
+th,td{{border:1px solid #ccc;padding:0.3em 0.6em;text-align:right}}thead th{{background:#f2f2f2}}tbody th{{text-align:left}}
+.note{{color:#555;font-size:0.9em}}</style></head><body>{body}</body></html>
+"""
+
+
+def page(title: str, body: str) -> str:
+    return PAGE.format(title=html.escape(title), body=body)

@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from neurodiff.cli import app
+from neurodiff.data.longitudinal_table import longitudinal_arrays
+from neurodiff.data.synthetic_longitudinal import LABEL_COLUMNS, LongitudinalConfig, generate_longitudinal
+from neurodiff.evaluation.imputation import METRIC_NAMES
+from neurodiff.evaluation.longitudinal_benchmark import ImputeBenchmarkConfig, run_benchmark, split_subjects
+
+
+@pytest.fixture(scope="module")
+def small():
+    table = generate_longitudinal(LongitudinalConfig(n_subjects=400, n_paired=160, n_features=16, seed=0,
+                                                     prevalence={"parkinsonism": 0.15}))
+    return longitudinal_arrays(table, labels=list(LABEL_COLUMNS), exclude=["years_since_first"])
+
+
+def test_split_is_seeded_and_holds_out_paired_subjects(small):
+    train, test = split_subjects(small, 0.2, seed=0)
+    again, _ = split_subjects(small, 0.2, seed=0)
+    other, _ = split_subjects(small, 0.2, seed=1)
+    assert np.array_equal(train, again) and not np.array_equal(train, other)
+    assert small.paired[test].all() and len(test) == 32 and not set(train) & set(test)
+
+
+def test_every_method_and_metric_is_reported(small):
+    config = ImputeBenchmarkConfig.quick(
+        labels=small.label_columns, seeds=(0,), max_epochs=1, pretrain_epochs=1, gan_epochs=1,
+        downstream_labels=("parkinsonism",), case_feature_pattern="_snc", case_label="parkinsonism",
+        downstream_max_epochs=2, progress=False)
+    result = run_benchmark(small, config, log=lambda _: None)
+    per_seed = result["per_seed"]
+    for method in ("secondgram", "secondgram_noised_schedule", "vanilla", "pretrained", "no_grad", "no_self",
+                   "gan", "locf", "ridge"):
+        assert set(METRIC_NAMES) | {"auroc_parkinsonism_enriched", "auroc_parkinsonism_all_generated"} <= set(per_seed[method])
+    assert {"auroc_parkinsonism_all_first", "auroc_parkinsonism_paired_first", "auroc_parkinsonism_paired_real",
+            "case_real_change_parkinsonism"} <= set(per_seed["reference"])
+    assert "auroc_parkinsonism_enriched" in per_seed["secondgram_without_parkinsonism"]
+    # the truth test: carrying the first visit forward is a strong baseline on this table
+    assert per_seed["locf"]["pearson_feature"][0] > 0.8
+    assert result["runs"][0]["secondgram"]["thresholds"]["mode"] == "calibrated"
+
+
+def test_cli_benchmark_writes_results_and_report(tmp_path, small):
+    table = tmp_path / "t.csv"
+    generate_longitudinal(LongitudinalConfig(n_subjects=200, n_paired=80, n_features=8, seed=1)).to_csv(table, index=False)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, [
+        "impute", "benchmark", "--data", str(table), "--out", str(out), "--seeds", "2", "--quick", "--epochs", "1",
+        "--labels", "sex,age,stroke", "--exclude", "years_since_first", "--methods", "secondgram,locf,ridge"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["seeds"] == [0, 1] and set(doc["methods"]) == {"secondgram", "locf", "ridge"}
+    cell = doc["methods"]["ridge"]["pearson_feature"]
+    assert len(cell["values"]) == 2 and cell["ci95"] is not None
+    report = (out / "report.html").read_text()
+    assert "<table>" in report and "pearson_feature" in report and "skipped" in report
+    bad = CliRunner().invoke(app, ["impute", "benchmark", "--data", str(table), "--out", str(tmp_path / "b2"),
+                                   "--labels", "sex", "--methods", "magic"])
+    assert bad.exit_code == 2 and "unknown methods ['magic']" in bad.output and not (tmp_path / "b2").exists()
