@@ -134,6 +134,8 @@ def benchmark(
     """
     import time
 
+    import numpy as np
+
     from neurodiff.atomic import atomic_dir, write_json, write_text
     from neurodiff.data.longitudinal_table import longitudinal_arrays, read_table
     from neurodiff.evaluation.longitudinal_benchmark import ALL_METHODS, ImputeBenchmarkConfig, report_html, run_benchmark
@@ -183,7 +185,8 @@ def benchmark(
         with atomic_dir(out) as tmp:
             write_json(tmp / "results.json", document)
             write_json(tmp / "runs.json", result["runs"])
+            np.savez_compressed(tmp / "correlations.npz", **result["correlations"])
             write_text(tmp / "report.html", report_html({**document, "runs": result["runs"]}))
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         _fail(error)
-    typer.echo(f"Wrote {out}/results.json, {out}/runs.json and {out}/report.html")
+    typer.echo(f"Wrote {out}/results.json, runs.json (training histories), correlations.npz and report.html")

@@ -152,12 +152,14 @@ def run_seed(data: LongitudinalArrays, config: ImputeBenchmarkConfig, seed: int,
     runs: dict[str, Any] = {}
     label_index = {name: j for j, name in enumerate(data.label_columns)}
     generated_train: dict[str, np.ndarray] = {}
+    correlations = {"real": _correlation(p.x2_test)}
     for method in config.methods:
         log(f"  seed {seed}: {method}")
         started = time.perf_counter()
         generate, info = _generator_for(method, config, seed, p)
         generated = generate(p.x1_test, p.y_test)
         metrics[method] = imputation_metrics(p.x2_test, generated)
+        correlations[method] = _correlation(generated)
         if config.downstream_labels:
             generated_train[method] = generate(p.x1, p.y)
         if config.case_label and config.case_feature_pattern:
@@ -191,7 +193,14 @@ def run_seed(data: LongitudinalArrays, config: ImputeBenchmarkConfig, seed: int,
     if config.case_label and config.case_feature_pattern:
         metrics.setdefault("reference", {}).update(_case(p, p.x2_test, config, label_index, prefix="real"))
     return {"metrics": metrics, "runs": runs, "n_train": int(len(train)), "n_test": int(len(test)),
-            "n_train_paired": int(p.paired.sum())}
+            "n_train_paired": int(p.paired.sum()), "correlations": correlations}
+
+
+def _correlation(x: np.ndarray) -> np.ndarray:
+    """Feature–feature Pearson correlations (0 where a feature is constant), float32."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.corrcoef(x, rowvar=False)
+    return np.nan_to_num(c).astype(np.float32)
 
 
 def _case(p: _Prepared, x2_scaled: np.ndarray, config: ImputeBenchmarkConfig, label_index: dict[str, int],
@@ -209,14 +218,18 @@ def run_benchmark(data: LongitudinalArrays, config: ImputeBenchmarkConfig,
     config.check(data)
     per_seed: dict[str, dict[str, list[float]]] = {}
     runs, sizes = [], []
+    correlations: dict[str, np.ndarray] = {}
     for seed in config.seeds:
         result = run_seed(data, config, seed, log=log)
+        if not correlations:
+            correlations = result["correlations"]  # the first seed's, for the figures
         for method, values in result["metrics"].items():
             for metric, value in values.items():
                 per_seed.setdefault(method, {}).setdefault(metric, []).append(float(value))
         runs.append({"seed": seed, **result["runs"]})
         sizes.append({k: result[k] for k in ("n_train", "n_test", "n_train_paired")})
-    return {"per_seed": per_seed, "runs": runs, "sizes": sizes, "config": _jsonable(asdict(config))}
+    return {"per_seed": per_seed, "runs": runs, "sizes": sizes, "config": _jsonable(asdict(config)),
+            "correlations": correlations}
 
 
 def _jsonable(value: Any) -> Any:
