@@ -90,6 +90,15 @@ class Diffusion:
         return cls(betas, schedule={"name": name, "timesteps": timesteps, **kwargs})
 
     @classmethod
+    def from_hyperparameters(cls, schedule: str, timesteps: int, beta_start: float, beta_end: float) -> Diffusion:
+        """What estimators' hyperparameters describe: "linear" uses start/end, "cosine" ignores them."""
+        if schedule == "linear":
+            return cls.from_schedule("linear", timesteps, start=beta_start, end=beta_end)
+        if schedule == "cosine":
+            return cls.from_schedule("cosine", timesteps)
+        raise ValueError(f"schedule must be 'linear' or 'cosine', got {schedule!r}")
+
+    @classmethod
     def from_config(cls, schedule: dict[str, Any]) -> Diffusion:
         """Inverse of :attr:`schedule` for named schedules (what saved models store)."""
         schedule = dict(schedule)

@@ -104,9 +104,7 @@ class FeatureDiffusion(Estimator):
 
     # ------------------------------------------------------------------ building blocks
     def make_diffusion(self) -> Diffusion:
-        if self.schedule == "linear":
-            return Diffusion.from_schedule("linear", self.timesteps, start=self.beta_start, end=self.beta_end)
-        return Diffusion.from_schedule(self.schedule, self.timesteps)
+        return Diffusion.from_hyperparameters(self.schedule, self.timesteps, self.beta_start, self.beta_end)
 
     def _make_net(self, dim: int, cond_dim: int) -> MLPUNet | ResidualMLP:
         if self.network == "mlp_unet":
@@ -114,17 +112,6 @@ class FeatureDiffusion(Estimator):
         if self.network == "residual_mlp":
             return ResidualMLP(dim, cond_dim, width=max(self.hidden), depth=len(self.hidden), emb_dim=self.emb_dim)
         raise ValueError(f"network must be 'mlp_unet' or 'residual_mlp', got {self.network!r}")
-
-    def _policy(self) -> GradientManipulation | None:
-        if self.gradient_manipulation == "none":
-            return None
-        if self.gradient_manipulation == "calibrated":
-            return GradientManipulation.calibrated()
-        if self.gradient_manipulation == "fixed":
-            return GradientManipulation.fixed(self.clip, self.skip)
-        raise ValueError(
-            f"gradient_manipulation must be 'none', 'calibrated' or 'fixed', got {self.gradient_manipulation!r}"
-        )
 
     # ------------------------------------------------------------------ fit / sample
     def fit(self, X: Any, cond: Any = None) -> FeatureDiffusion:
@@ -136,7 +123,7 @@ class FeatureDiffusion(Estimator):
         if len(X) < 2:
             raise ValueError(f"need at least 2 training rows, got {len(X)}")
         self.diffusion_ = self.make_diffusion()
-        policy = self._policy()
+        policy = GradientManipulation.from_mode(self.gradient_manipulation, self.clip, self.skip)
         self.x_min_, self.x_max_ = X.min(axis=0), X.max(axis=0)
         self.n_features_, self.n_cond_ = X.shape[1], 0 if C is None else C.shape[1]
         if C is not None:

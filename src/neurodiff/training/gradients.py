@@ -51,6 +51,17 @@ class GradientManipulation:
             raise ValueError(f"fixed thresholds need 0 < clip <= skip, got clip={clip}, skip={skip}")
         return cls(clip=clip, skip=skip, mode="fixed")
 
+    @classmethod
+    def from_mode(cls, mode: str, clip: float = 0.3, skip: float = 1.8) -> GradientManipulation | None:
+        """"calibrated", "fixed" (with `clip`, `skip`) or "none" (None: plain updates)."""
+        if mode == "calibrated":
+            return cls.calibrated()
+        if mode == "fixed":
+            return cls.fixed(clip, skip)
+        if mode == "none":
+            return None
+        raise ValueError(f"gradient_manipulation must be 'calibrated', 'fixed' or 'none', got {mode!r}")
+
     @property
     def ready(self) -> bool:
         return self.clip is not None and self.skip is not None

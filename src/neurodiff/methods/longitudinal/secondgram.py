@@ -197,7 +197,7 @@ class SecondGram(Estimator):
         x2 = np.full_like(x1, np.nan)
         x2[data.paired] = self.preparation_.features(data.x2[data.paired])
         train, val = self._split(data.paired)
-        self.diffusion_ = self._make_diffusion()
+        self.diffusion_ = Diffusion.from_hyperparameters(self.schedule, self.timesteps, self.beta_start, self.beta_end)
         seed_everything(self.seed)
         net = MLPUNet(x1.shape[1], y.shape[1] + x1.shape[1], hidden=self.hidden,
                       residual_blocks=self.residual_blocks, emb_dim=self.emb_dim)
@@ -208,7 +208,7 @@ class SecondGram(Estimator):
         score = self._validation_score(x1[val], x2[val], y[val])
         trainer = Trainer(
             max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr,
-            gradient_manipulation=self._policy(),
+            gradient_manipulation=GradientManipulation.from_mode(self.gradient_manipulation, self.clip, self.skip),
             early_stopping=EarlyStopping(score, patience=self.patience, mode="max"),
             seed=self.seed, device=self.device, precision=self.precision, progress=self.progress,
             description="SECONDGRAM",
@@ -264,24 +264,6 @@ class SecondGram(Estimator):
             return pearson_feature(x2_val, generated)
 
         return score
-
-    def _policy(self) -> GradientManipulation | None:
-        if self.gradient_manipulation == "calibrated":
-            return GradientManipulation.calibrated()
-        if self.gradient_manipulation == "fixed":
-            return GradientManipulation.fixed(self.clip, self.skip)
-        if self.gradient_manipulation == "none":
-            return None
-        raise ValueError(
-            f"gradient_manipulation must be 'calibrated', 'fixed' or 'none', got {self.gradient_manipulation!r}"
-        )
-
-    def _make_diffusion(self) -> Diffusion:
-        if self.schedule == "linear":
-            return Diffusion.from_schedule("linear", self.timesteps, start=self.beta_start, end=self.beta_end)
-        if self.schedule == "cosine":
-            return Diffusion.from_schedule("cosine", self.timesteps)
-        raise ValueError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}")
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
