@@ -27,7 +27,7 @@ from neurodiff.methods.feature_diffusion import FeatureDiffusion
 from neurodiff.reporting.results import results_document, write_results
 
 NOT_BUILT = {
-    "longitudinal imputation, SECONDGRAM (neurodiff impute)": 4,
+    "the SECONDGRAM stage of this demo (the commands `neurodiff impute fit|predict|benchmark` exist)": 4,
     "diffusion autoencoder core (DiffAE)": 5,
     "multi-site harmonisation, DDAE (neurodiff harmonize)": 6,
     "normative modelling and survival, NDA (neurodiff normative)": 7,
