@@ -58,6 +58,8 @@ def test_cli_benchmark_writes_results_and_report(tmp_path, small):
     assert len(cell["values"]) == 2 and cell["ci95"] is not None
     report = (out / "report.html").read_text()
     assert "<table>" in report and "pearson_feature" in report and "skipped" in report
+    for figure in ("correlations.png", "learning_curves.png", "metric_bars.png"):
+        assert (out / figure).stat().st_size > 5_000 and f'src="{figure}"' in report
     bad = CliRunner().invoke(app, ["impute", "benchmark", "--data", str(table), "--out", str(tmp_path / "b2"),
                                    "--labels", "sex", "--methods", "magic"])
     assert bad.exit_code == 2 and "unknown methods ['magic']" in bad.output and not (tmp_path / "b2").exists()

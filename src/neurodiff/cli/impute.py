@@ -139,6 +139,7 @@ def benchmark(
     from neurodiff.atomic import atomic_dir, write_json, write_text
     from neurodiff.data.longitudinal_table import longitudinal_arrays, read_table
     from neurodiff.evaluation.longitudinal_benchmark import ALL_METHODS, ImputeBenchmarkConfig, report_html, run_benchmark
+    from neurodiff.reporting.impute_figures import figures_html, impute_figures
     from neurodiff.reporting.results import results_document
 
     try:
@@ -186,7 +187,8 @@ def benchmark(
             write_json(tmp / "results.json", document)
             write_json(tmp / "runs.json", result["runs"])
             np.savez_compressed(tmp / "correlations.npz", **result["correlations"])
-            write_text(tmp / "report.html", report_html({**document, "runs": result["runs"]}))
+            figures = impute_figures(document, result["runs"], result["correlations"], tmp)
+            write_text(tmp / "report.html", report_html({**document, "runs": result["runs"]}, figures_html(figures)))
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         _fail(error)
     typer.echo(f"Wrote {out}/results.json, runs.json (training histories), correlations.npz and report.html")

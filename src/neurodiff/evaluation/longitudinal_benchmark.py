@@ -240,7 +240,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def report_html(document: dict[str, Any]) -> str:
+def report_html(document: dict[str, Any], figures: str = "") -> str:
     """report.html: the paper-style tables (imputation quality, downstream AUROC, case study, training)."""
     import html
 
@@ -269,6 +269,8 @@ def report_html(document: dict[str, Any]) -> str:
         parts.append(methods_table(methods, case, "Case study: mean change of the feature group, original units "
                                    "(paper Table 5)"))
     parts.append(_training_table(document.get("runs", [])))
+    if figures:
+        parts.append("<h2>Figures</h2>" + figures)
     return page("neurodiff: imputation benchmark", "".join(parts))
 
 
