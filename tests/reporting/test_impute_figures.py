@@ -220,13 +220,6 @@ def test_parse_auroc_names():
     assert _parse_auroc("pearson_feature") is None
 
 
-def test_directions_match_the_evaluation_module():
-    from neurodiff.evaluation import imputation
-
-    assert HIGHER_IS_BETTER == imputation.HIGHER_IS_BETTER
-    assert tuple(HIGHER_IS_BETTER) == imputation.METRIC_NAMES
-
-
 def test_figures_html_references_the_files(rendered):
     figures = rendered[1]
     text = figures_html(figures)

@@ -29,19 +29,8 @@ from typing import Any
 import numpy as np
 
 from neurodiff.atomic import atomic_path
+from neurodiff.evaluation.imputation import HIGHER_IS_BETTER, METRIC_NAMES
 
-# The seven imputation metrics and their direction (a copy of neurodiff.evaluation.imputation's
-# METRIC_NAMES / HIGHER_IS_BETTER, kept here so drawing a report does not import torch).
-HIGHER_IS_BETTER = {
-    "pearson_feature": True,
-    "pearson_subject": True,
-    "euclidean": False,
-    "cosine_distance": False,
-    "frechet": False,
-    "mean_correlation": True,
-    "corr_matrix_diff": False,
-}
-METRIC_NAMES = tuple(HIGHER_IS_BETTER)
 METRIC_TITLES = {
     "pearson_feature": "Pearson r per feature",
     "pearson_subject": "Pearson r per subject",
