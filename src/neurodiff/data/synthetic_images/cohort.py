@@ -9,7 +9,7 @@ Layout::
       manifest.csv     one row per image (image-cohort contract + true_* ground-truth columns)
       sites.csv        each site's demographics and acquisition parameters (ground truth)
       cohort.json      configuration, counts, template tissue levels, regions, affines
-      images/          2D NIfTI slices, sub-XXXXX_ses-N.nii.gz
+      images/          2D NIfTI slices, sub-NNNNN_ses-N.nii.gz
       volumes/         3D NIfTI volumes (only with volumes=True)
 """
 
