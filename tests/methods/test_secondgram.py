@@ -79,7 +79,8 @@ def test_no_paired_subjects_is_a_clear_error():
 
 
 def test_presets():
-    assert set(PRESETS) == {"secondgram", "secondgram_noised_schedule", "vanilla", "pretrained", "no_grad", "no_self"}
+    assert set(PRESETS) == {"secondgram", "secondgram_noised_schedule", "vanilla", "pretrained", "no_grad", "no_self",
+                            "secondgram_warmup_calibration"}
     vanilla = SecondGram.preset("vanilla", labels=["age"])
     assert not vanilla.self_conditioning and vanilla.gradient_manipulation == "none"
     with pytest.raises(ValueError, match="unknown SECONDGRAM variant 'best'"):

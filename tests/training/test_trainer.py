@@ -77,6 +77,36 @@ def test_injected_huge_gradient_is_skipped_in_training():
     assert all(math.isfinite(v) for v in weights(result.model).tolist())
 
 
+def test_calibration_after_warmup():
+    policy = GradientManipulation.calibrated()
+    result = Trainer(max_epochs=3, batch_size=8, gradient_manipulation=policy, calibration_warmup=7,
+                     progress=False).fit(make_net(), diffusion_loss, make_data())
+    assert result.history["calibrated_at_step"] == 7 and len(result.history["calibration_norms"]) == 5
+    assert result.history["thresholds"]["clip"] == pytest.approx(sum(result.history["calibration_norms"]) / 5)
+    with pytest.raises(ValueError, match="calibration_warmup must be >= 0"):
+        Trainer(max_steps=1, calibration_warmup=-1)
+
+
+def test_resume_across_a_warmup_calibration(tmp_path):
+    settings = dict(max_epochs=4, batch_size=8, lr=3e-3, seed=2, progress=False, calibration_warmup=9)
+    full = Trainer(**settings, gradient_manipulation=GradientManipulation.calibrated()).fit(
+        make_net(), diffusion_loss, make_data())
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(pos, loss):
+        if pos.step == 14:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        Trainer(**settings, gradient_manipulation=GradientManipulation.calibrated(), checkpoint_dir=tmp_path,
+                checkpoint_every=4, on_step=stop).fit(make_net(), diffusion_loss, make_data())
+    resumed = Trainer(**settings, gradient_manipulation=GradientManipulation.calibrated(), checkpoint_dir=tmp_path,
+                      checkpoint_every=4).fit(make_net(), diffusion_loss, make_data())
+    assert torch.equal(weights(resumed.model), weights(full.model))
+
+
 def test_skipped_step_leaves_weights_untouched():
     net = make_net()
     before = weights(net).clone()

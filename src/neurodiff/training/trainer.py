@@ -86,6 +86,9 @@ class Trainer:
         Keep an exponential moving average of the weights with this decay (None: off).
     gradient_manipulation:
         A :class:`GradientManipulation` policy (None: plain updates).
+    calibration_warmup:
+        With a calibrated policy: plain updates for this many steps, then the calibration pass on
+        the current weights (0: calibrate before training, as the SECONDGRAM paper does).
     early_stopping:
         An :class:`EarlyStopping` with the validation score (None: no validation).
     validate_every:
@@ -112,6 +115,7 @@ class Trainer:
         weight_decay: float = 0.0,
         ema_decay: float | None = None,
         gradient_manipulation: GradientManipulation | None = None,
+        calibration_warmup: int = 0,
         early_stopping: EarlyStopping | None = None,
         validate_every: int | None = None,
         checkpoint_dir: str | Path | None = None,
@@ -137,7 +141,10 @@ class Trainer:
             raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
         self.max_epochs, self.max_steps, self.batch_size = max_epochs, max_steps, batch_size
         self.lr, self.optimizer, self.weight_decay, self.ema_decay = lr, optimizer, weight_decay, ema_decay
+        if calibration_warmup < 0:
+            raise ValueError(f"calibration_warmup must be >= 0, got {calibration_warmup}")
         self.gradient_manipulation, self.early_stopping = gradient_manipulation, early_stopping
+        self.calibration_warmup = calibration_warmup
         self.validate_every, self.checkpoint_every = validate_every, checkpoint_every
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.resume, self.seed, self.device, self.precision = resume, seed, device, precision
@@ -166,7 +173,7 @@ class Trainer:
         ckpt_path = self.checkpoint_dir / CHECKPOINT_NAME if self.checkpoint_dir else None
         if ckpt_path is not None and self.resume and ckpt_path.exists():
             pos = self._restore(ckpt_path, n, model, opt, scaler, ema, generator, history)
-        elif self.gradient_manipulation is not None and not self.gradient_manipulation.ready:
+        elif self._calibration_due(pos):
             self._calibrate(model, loss_fn, data, device, history)
         history["thresholds"] = self.gradient_manipulation.to_dict() if self.gradient_manipulation else None
 
@@ -182,6 +189,10 @@ class Trainer:
                     epoch_losses.append(loss)
                     pos.step += 1
                     pos.batch += 1
+                    if self._calibration_due(pos):
+                        self._calibrate(model, loss_fn, data, device, history)
+                        history["thresholds"] = self.gradient_manipulation.to_dict()
+                        history["calibrated_at_step"] = pos.step
                     epoch_end = pos.batch == per_epoch
                     if epoch_end:
                         pos.epoch, pos.batch = pos.epoch + 1, 0
@@ -224,7 +235,7 @@ class Trainer:
         else:
             loss.backward()
         params = [p for p in model.parameters() if p.requires_grad]
-        if self.gradient_manipulation is not None:
+        if self.gradient_manipulation is not None and self.gradient_manipulation.ready:
             action, norm = self.gradient_manipulation.apply(params)
         else:
             norm_t = global_grad_norm(params)
@@ -258,6 +269,10 @@ class Trainer:
         return torch.autocast(device_type=device_type, dtype=dtype)
 
     # ------------------------------------------------------------------ calibration and validation
+    def _calibration_due(self, pos: _Position) -> bool:
+        gm = self.gradient_manipulation
+        return gm is not None and not gm.ready and pos.step >= self.calibration_warmup
+
     def _calibrate(self, model, loss_fn, data, device, history) -> None:
         """One pass over the data recording gradient norms (no update); set the thresholds."""
         norms = []
@@ -288,7 +303,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _fingerprint(self, n: int) -> dict[str, Any]:
         return {"rows": n, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
-                "optimizer": self.optimizer, "ema_decay": self.ema_decay}
+                "optimizer": self.optimizer, "ema_decay": self.ema_decay,
+                "calibration_warmup": self.calibration_warmup}
 
     def _save(self, path, n, pos, model, opt, scaler, ema, generator, history) -> None:
         state = {
