@@ -93,12 +93,7 @@ def predict(
         if samples < 1:
             raise ValueError(f"--samples must be at least 1, got {samples}")
         estimator = SecondGram.load(model)
-        table = read_table(data)
-        generated = estimator.predict(table, n_samples=samples, all_subjects=all_subjects, seed=seed)
-        original = table.assign(generated=False)
-        import pandas as pd
-
-        completed = pd.concat([original, generated], ignore_index=True)
+        completed = estimator.complete(read_table(data), n_samples=samples, all_subjects=all_subjects, seed=seed)
         with atomic_path(out) as tmp:
             if out.suffix.lower() == ".csv":
                 completed.to_csv(tmp, index=False)
@@ -106,8 +101,9 @@ def predict(
                 completed.to_parquet(tmp, index=False)
     except (ValueError, FileNotFoundError, ModelFolderError) as error:
         _fail(error)
-    typer.echo(f"Wrote {out}: {len(table):,} original rows and {len(generated):,} generated follow-up rows "
-               f"(column 'generated').")
+    n_generated = int(completed["generated"].sum())
+    typer.echo(f"Wrote {out}: {len(completed) - n_generated:,} original rows and {n_generated:,} generated "
+               f"follow-up rows (column 'generated').")
 
 
 @app.command("benchmark")

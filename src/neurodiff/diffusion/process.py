@@ -178,19 +178,6 @@ class Diffusion:
             )
         return eps
 
-    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """x0 = (x_t − √(1-ᾱ_t) ε) / √ᾱ_t."""
-        return self.coef("sqrt_recip_alpha_bar", t, x_t) * x_t - self.coef("sqrt_recipm1_alpha_bar", t, x_t) * eps
-
-    def predict_eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        return (self.coef("sqrt_recip_alpha_bar", t, x_t) * x_t - x0) / self.coef(
-            "sqrt_recipm1_alpha_bar", t, x_t
-        )
-
-    def posterior_mean(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The mean of q(x_{t-1} | x_t, x0)."""
-        return self.coef("posterior_coef_x0", t, x_t) * x0 + self.coef("posterior_coef_xt", t, x_t) * x_t
-
     # ------------------------------------------------------------------ samplers
     def ddim_timesteps(self, steps: int) -> list[int]:
         """The `steps` step indices DDIM visits, ascending: evenly spaced, always 0 and T-1 (steps ≥ 2)."""

@@ -335,10 +335,11 @@ class SecondGram(Estimator):
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 
-    def complete(self, table: pd.DataFrame | str | Path, *, n_samples: int = 1, seed: int | None = None) -> pd.DataFrame:
-        """The table with a generated follow-up appended for every subject that lacks one (flagged)."""
+    def complete(self, table: pd.DataFrame | str | Path, *, n_samples: int = 1, all_subjects: bool = False,
+                 seed: int | None = None) -> pd.DataFrame:
+        """The table with generated follow-ups appended (see :meth:`predict`), flagged ``generated``."""
         frame = read_table(table) if isinstance(table, (str, Path)) else table
-        generated = self.predict(frame, n_samples=n_samples, seed=seed)
+        generated = self.predict(frame, n_samples=n_samples, all_subjects=all_subjects, seed=seed)
         original = frame.copy()
         original["generated"] = False
         return pd.concat([original, generated], ignore_index=True)
