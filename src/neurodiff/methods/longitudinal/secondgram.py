@@ -279,7 +279,10 @@ class SecondGram(Estimator):
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def _sample(self, net, x1: np.ndarray, y: np.ndarray, seed: int, chunk: int = 4096) -> np.ndarray:
-        """DDPM ancestral sampling (σ² = β), clamped to [-1, 1]; scaled space in and out."""
+        """DDPM ancestral sampling (σ² = β), clamped to [-1, 1]; scaled space in and out.
+
+        The conditioning's share of every step is computed once (:meth:`MLPUNet.conditioned`).
+        """
         device = resolve_device(self.device)
         net = net.to(device).eval()
         generator = torch.Generator(device).manual_seed(seed)
@@ -288,7 +291,7 @@ class SecondGram(Estimator):
             cond = torch.as_tensor(np.hstack([y[start:start + chunk], x1[start:start + chunk]]),
                                    dtype=torch.float32, device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                x = self.diffusion_.ddpm_sample(net, (len(cond), x1.shape[1]), cond, variance="beta",
+                x = self.diffusion_.ddpm_sample(net.conditioned(cond), (len(cond), x1.shape[1]), variance="beta",
                                                 clamp=(-1.0, 1.0), generator=generator, device=device,
                                                 dtype=torch.float32)
             out.append(x.float().cpu().numpy())
