@@ -180,6 +180,27 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     assert resumed.history["loss"] == full.history["loss"]
 
 
+def test_a_finished_run_continues_when_given_more_steps(tmp_path):
+    settings = dict(batch_size=8, lr=3e-3, seed=5, progress=False)
+    straight = Trainer(**settings, max_steps=10).fit(make_net(), diffusion_loss, make_data())
+    Trainer(**settings, max_steps=6, checkpoint_dir=tmp_path).fit(make_net(), diffusion_loss, make_data())
+    extended = Trainer(**settings, max_steps=10, checkpoint_dir=tmp_path).fit(make_net(), diffusion_loss, make_data())
+    assert extended.history["resumed_at_step"] == 6 and len(extended.history["loss"]) == 10
+    assert torch.equal(weights(extended.model), weights(straight.model))
+
+
+def test_an_early_stopped_run_stays_stopped(tmp_path):
+    def run(max_epochs):
+        stopper = EarlyStopping(lambda m: 0.0, patience=2, mode="max")
+        return Trainer(max_epochs=max_epochs, batch_size=8, early_stopping=stopper, checkpoint_dir=tmp_path,
+                       progress=False).fit(make_net(), diffusion_loss, make_data())
+
+    first = run(20)
+    assert len(first.history["validation"]) == 3  # best, then two without improvement
+    again = run(40)
+    assert again.history["loss"] == first.history["loss"]
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     Trainer(max_steps=3, batch_size=8, checkpoint_dir=tmp_path, progress=False).fit(
         make_net(), diffusion_loss, make_data()

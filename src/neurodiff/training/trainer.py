@@ -173,6 +173,10 @@ class Trainer:
         ckpt_path = self.checkpoint_dir / CHECKPOINT_NAME if self.checkpoint_dir else None
         if ckpt_path is not None and self.resume and ckpt_path.exists():
             pos = self._restore(ckpt_path, n, model, opt, scaler, ema, generator, history)
+            # a finished run continues when this run allows more steps, unless early stopping ended it
+            stopped = self.early_stopping is not None and self.early_stopping.patience is not None and (
+                self.early_stopping.bad_validations >= self.early_stopping.patience)
+            pos.done = stopped or pos.step >= total
         elif self._calibration_due(pos):
             self._calibrate(model, loss_fn, data, device, history)
         history["thresholds"] = self.gradient_manipulation.to_dict() if self.gradient_manipulation else None

@@ -1,0 +1,372 @@
+"""The diffusion autoencoder (DiffAE, Preechakul et al.) for 2D and 3D brain images: the core both
+image methods (DDAE harmonisation, NDA normative modelling) are built on.
+
+A semantic encoder maps an image (optionally with covariates such as age) to a latent z; a UNet
+with adaptive group norm predicts noise given z; the shared engine (:class:`~neurodiff.diffusion.Diffusion`)
+gives the verbs:
+
+>>> model = DiffusionAutoencoder.preset("quick").fit("cohort/manifest.csv")
+>>> z = model.encode(images)                         # (N, latent_dim)
+>>> x_T = model.encode_stochastic(images, z)          # deterministic DDIM inversion
+>>> again = model.render(x_T, z, steps=20)            # ≈ images
+>>> model.reconstruct(images)                         # encode → invert → render
+>>> model.save("model-dir"); DiffusionAutoencoder.load("model-dir")
+
+Images are arrays (N, 1, H, W) or (N, 1, D, H, W) with intensities in [0, 1] (as ``neurodiff synth
+images`` and ``neurodiff preprocess`` write them), scaled to [-1, 1] inside. Covariates are the
+manifest's columns (a DataFrame with one row per image), encoded by a
+:class:`~neurodiff.data.covariates.CovariateEncoding` fitted on the training rows.
+
+Training logs, every `sensitivity_every` steps, how much the noise prediction depends on the
+latent (:func:`~neurodiff.nets.diffusion_autoencoder.latent_sensitivity`): the guard against the
+known failure in which the decoder learns to ignore its latent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neurodiff.base import Estimator
+from neurodiff.data.covariates import CovariateEncoding
+from neurodiff.data.image_manifest import load_images, read_manifest
+from neurodiff.diffusion import Diffusion
+from neurodiff.nets.diffae_unet import CovariateEncoder, DiffAEUNet, SemanticEncoder
+from neurodiff.nets.diffusion_autoencoder import DiffusionAutoencoderNet, latent_sensitivity
+from neurodiff.training import TensorData, Trainer, resolve_device, seed_everything
+
+#: The brain-slice recipe of METHODS.md §2 ("paper") and a CPU-minutes size for 64×64 ("quick").
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(base_channels=64, channel_mult=(1, 1, 2, 3, 4), num_res_blocks=2, attention_resolutions=(16,),
+                  dropout=0.1, latent_dim=512, timesteps=1000, beta_start=1e-4, beta_end=0.02, lr=1e-4,
+                  ema_decay=0.9999, batch_size=32, max_steps=100_000),
+    "quick": dict(base_channels=32, channel_mult=(1, 2, 2, 4), num_res_blocks=1, attention_resolutions=(8,),
+                  dropout=0.0, latent_dim=128, timesteps=1000, beta_start=1e-4, beta_end=0.02, lr=3e-4,
+                  ema_decay=0.995, batch_size=16, max_steps=1500),
+}
+
+_BINARY = {"sex"}
+_CONTINUOUS = {"age"}
+
+
+class DiffusionAutoencoder(Estimator):
+    """Diffusion autoencoder trained on an image cohort (see module docstring).
+
+    Parameters
+    ----------
+    base_channels, channel_mult, num_res_blocks, attention_resolutions, dropout, head_channels:
+        UNet and encoder widths (the encoder mirrors the UNet's down path, without dropout).
+    latent_dim:
+        Size of the semantic latent (512 in DiffAE).
+    encoder_covariates:
+        Manifest columns the semantic encoder also sees (e.g. ``("age",)`` for the normative model).
+    latent_covariates, covariate_latent_dim:
+        Manifest columns mapped by a covariate encoder to a second latent of this size, joined to the
+        semantic one (DDAE's z_κ from age, sex and site); empty: none.
+    hierarchical:
+        Latent from several encoder depths joined into one (the normative model).
+    timesteps, beta_start, beta_end:
+        Linear β schedule (DiffAE: 1000, 1e-4, 0.02).
+    lr, ema_decay, batch_size, max_steps:
+        Training (Adam).
+    augment:
+        Random left–right flips during training (off by default).
+    sensitivity_every:
+        Log the latent sensitivity every this many steps (0: never).
+    checkpoint_dir, checkpoint_every, resume:
+        Atomic checkpoints and resuming (see :class:`~neurodiff.training.Trainer`).
+    precision, device, seed, progress:
+        "fp32" / "bf16" / "fp16"; "cpu" / "cuda" / "auto"; reproducibility; progress bars.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_channels: int = 64,
+        channel_mult: Sequence[int] = (1, 1, 2, 3, 4),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (16,),
+        dropout: float = 0.1,
+        head_channels: int = 64,
+        latent_dim: int = 512,
+        encoder_covariates: Sequence[str] = (),
+        latent_covariates: Sequence[str] = (),
+        covariate_latent_dim: int = 64,
+        hierarchical: bool = False,
+        timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        lr: float = 1e-4,
+        ema_decay: float | None = 0.9999,
+        batch_size: int = 32,
+        max_steps: int = 100_000,
+        augment: bool = False,
+        sensitivity_every: int = 100,
+        checkpoint_dir: str | None = None,
+        checkpoint_every: int | None = None,
+        resume: bool = True,
+        precision: Literal["fp32", "bf16", "fp16"] = "fp32",
+        device: str = "cpu",
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        self.base_channels = base_channels
+        self.channel_mult = channel_mult
+        self.num_res_blocks = num_res_blocks
+        self.attention_resolutions = attention_resolutions
+        self.dropout = dropout
+        self.head_channels = head_channels
+        self.latent_dim = latent_dim
+        self.encoder_covariates = encoder_covariates
+        self.latent_covariates = latent_covariates
+        self.covariate_latent_dim = covariate_latent_dim
+        self.hierarchical = hierarchical
+        self.timesteps = timesteps
+        self.beta_start = beta_start
+        self.beta_end = beta_end
+        self.lr = lr
+        self.ema_decay = ema_decay
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+        self.augment = augment
+        self.sensitivity_every = sensitivity_every
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
+        self.precision = precision
+        self.device = device
+        self.seed = seed
+        self.progress = progress
+
+    @classmethod
+    def preset(cls, name: str, **params: Any) -> DiffusionAutoencoder:
+        """``"paper"`` (the brain-slice recipe) or ``"quick"`` (CPU minutes at 64×64), with overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **params})
+
+    # ------------------------------------------------------------------ data
+    def _read(self, manifest: pd.DataFrame | str | Path) -> tuple[pd.DataFrame, np.ndarray]:
+        """The manifest (checked) and its images (N, 1, *spatial) in [0, 1]."""
+        needed = ("subject_id", "path", *self.encoder_covariates, *self.latent_covariates)
+        if isinstance(manifest, (str, Path)):
+            frame = read_manifest(manifest, required=tuple(dict.fromkeys(needed)))
+        else:
+            frame = manifest
+            if "resolved_path" not in frame.columns:
+                raise ValueError("pass a manifest file, or a frame returned by neurodiff.data.read_manifest")
+        images, _ = load_images(frame, progress=self.progress)
+        return frame, images
+
+    def _check_images(self, images: Any, *, fitted: bool = True) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images, dtype=torch.float32)
+        if x.ndim not in (4, 5) or x.shape[1] != 1:
+            raise ValueError(f"images must be shaped (N, 1, H, W) or (N, 1, D, H, W), got {tuple(x.shape)}")
+        if fitted and tuple(x.shape[1:]) != tuple(self.image_shape_):
+            raise ValueError(f"images are {tuple(x.shape[1:])}, the model was trained on {tuple(self.image_shape_)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("images contain NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(f"image intensities must lie in [0, 1] (found {lo:.3g} to {hi:.3g}); "
+                             "normalise them first (neurodiff preprocess does)")
+        return x
+
+    def _covariates(self, frame: pd.DataFrame | None, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(encoder covariates, latent covariates) for the rows of `frame`, or (None, None)."""
+        out = []
+        for encoding in (self.encoder_encoding_, self.latent_encoding_):
+            if encoding is None:
+                out.append(None)
+                continue
+            if frame is None:
+                raise ValueError(f"this model needs the covariates {encoding.names}: pass covariates=<DataFrame>")
+            if len(frame) != n:
+                raise ValueError(f"{len(frame)} covariate rows for {n} images")
+            out.append(torch.as_tensor(encoding.transform(frame)))
+        return out[0], out[1]
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, manifest: pd.DataFrame | str | Path, images: Any = None) -> DiffusionAutoencoder:
+        """Train on every image of `manifest` (a CSV path, or a frame with its `images` given)."""
+        if images is None:
+            frame, images = self._read(manifest)
+        else:
+            frame = manifest
+        x = self._check_images(images, fitted=False)
+        if len(x) < 2:
+            raise ValueError(f"need at least two images to train on, got {len(x)}")
+        self.image_shape_ = tuple(x.shape[1:])
+        self.encoder_encoding_ = _fit_encoding(frame, self.encoder_covariates)
+        self.latent_encoding_ = _fit_encoding(frame, self.latent_covariates)
+        enc_cov, lat_cov = self._covariates(frame, len(x))
+        self.diffusion_ = Diffusion.from_hyperparameters("linear", self.timesteps, self.beta_start, self.beta_end)
+        seed_everything(self.seed)
+        net = self._build()
+        tensors = {"x": x * 2 - 1}
+        if enc_cov is not None:
+            tensors["enc_cov"] = enc_cov
+        if lat_cov is not None:
+            tensors["lat_cov"] = lat_cov
+        data = TensorData(**tensors)
+        sensitivity: list[dict[str, float]] = []
+        probe = {k: v[: min(8, len(x))] for k, v in tensors.items()}
+        trainer = Trainer(
+            max_steps=self.max_steps, batch_size=min(self.batch_size, len(x)), lr=self.lr, ema_decay=self.ema_decay,
+            checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every, resume=self.resume,
+            seed=self.seed, device=self.device, precision=self.precision, progress=self.progress,
+            description="DiffAE", on_step=self._sensitivity_logger(net, probe, sensitivity),
+        )
+        result = trainer.fit(net, self._loss, data)
+        self.net_, self.history_ = result.model.eval(), result.history
+        self.history_["latent_sensitivity"] = sensitivity
+        self.is_fitted_ = True
+        return self
+
+    def _build(self) -> DiffusionAutoencoderNet:
+        spatial_dims, size = len(self.image_shape_) - 1, min(self.image_shape_[1:])
+        shape = dict(spatial_dims=spatial_dims, in_channels=1, base_channels=self.base_channels,
+                     channel_mult=tuple(self.channel_mult), num_res_blocks=self.num_res_blocks,
+                     attention_resolutions=tuple(self.attention_resolutions), image_size=size,
+                     head_channels=self.head_channels)
+        encoder = SemanticEncoder(**shape, latent_dim=self.latent_dim, hierarchical=self.hierarchical,
+                                  covariate_dim=self.encoder_encoding_.width if self.encoder_encoding_ else 0)
+        covariate_encoder = (CovariateEncoder(self.latent_encoding_.width, self.covariate_latent_dim)
+                             if self.latent_encoding_ else None)
+        latent = self.latent_dim + (self.covariate_latent_dim if covariate_encoder is not None else 0)
+        unet = DiffAEUNet(**shape, latent_dim=latent, dropout=self.dropout)
+        return DiffusionAutoencoderNet(encoder, unet, covariate_encoder)
+
+    def _loss(self, net: DiffusionAutoencoderNet, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        x0 = batch["x"]
+        if self.augment:
+            flip = torch.rand(len(x0), generator=generator, device=x0.device) < 0.5
+            x0 = torch.where(_per_image(flip, x0), x0.flip(-1), x0)
+        z = net.latent(x0, batch.get("enc_cov"), batch.get("lat_cov"))
+        return self.diffusion_.loss(net, x0, z, generator=generator)
+
+    def _sensitivity_logger(self, net, probe, log):
+        """An on_step hook: every `sensitivity_every` steps, the latent sensitivity on a fixed probe batch."""
+        if not self.sensitivity_every or len(probe["x"]) < 2:
+            return None
+        noise = torch.randn(probe["x"].shape, generator=torch.Generator().manual_seed(self.seed + 7))
+        t = torch.full((len(probe["x"]),), self.timesteps // 2, dtype=torch.long)
+
+        def hook(position, loss):
+            if position.step % self.sensitivity_every:
+                return
+            device = next(net.parameters()).device
+            p = {k: v.to(device) for k, v in probe.items()}
+            with torch.no_grad():
+                z = net.latent(p["x"], p.get("enc_cov"), p.get("lat_cov"))
+                x_t = self.diffusion_.q_sample(p["x"], t.to(device), noise.to(device))
+            log.append({"step": position.step, "value": latent_sensitivity(net, x_t, t.to(device), z)})
+
+        return hook
+
+    # ------------------------------------------------------------------ the DiffAE verbs
+    @torch.no_grad()
+    def encode(self, images: Any, covariates: pd.DataFrame | None = None) -> np.ndarray:
+        """Semantic latents (N, latent size) of images in [0, 1]."""
+        self._check_fitted()
+        x = self._check_images(images)
+        enc_cov, lat_cov = self._covariates(covariates, len(x))
+        return self._batched(lambda s, d: self.net_.latent(x[s].to(d) * 2 - 1, _at(enc_cov, s, d), _at(lat_cov, s, d)),
+                             len(x))
+
+    @torch.no_grad()
+    def encode_stochastic(self, images: Any, latent: Any, *, steps: int = 250) -> np.ndarray:
+        """x_T by deterministic DDIM inversion of images in [0, 1] under their latents."""
+        self._check_fitted()
+        x, z = self._check_images(images), _tensor(latent)
+        return self._batched(
+            lambda s, d: self.diffusion_.ddim_invert(self.net_, x[s].to(d) * 2 - 1, z[s].to(d), steps=steps), len(x))
+
+    @torch.no_grad()
+    def render(self, x_T: Any, latent: Any, *, steps: int = 20) -> np.ndarray:
+        """Decode x_T under the latents with deterministic DDIM; images in [0, 1]."""
+        self._check_fitted()
+        x_T, z = _tensor(x_T), _tensor(latent)
+        if len(x_T) != len(z):
+            raise ValueError(f"{len(x_T)} noise maps but {len(z)} latents")
+        out = self._batched(lambda s, d: self.diffusion_.render(self.net_, x_T[s].to(d), z[s].to(d), steps=steps),
+                            len(x_T))
+        return np.clip((out + 1) / 2, 0.0, 1.0)
+
+    def reconstruct(self, images: Any, covariates: pd.DataFrame | None = None, *, inversion_steps: int = 100,
+                    render_steps: int = 20) -> np.ndarray:
+        """encode → encode_stochastic → render: the autoencoder's reconstruction, in [0, 1]."""
+        z = self.encode(images, covariates)
+        return self.render(self.encode_stochastic(images, z, steps=inversion_steps), z, steps=render_steps)
+
+    def _batched(self, fn, n: int) -> np.ndarray:
+        device = resolve_device(self.device)
+        self.net_.to(device).eval()
+        parts = []
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            for start in range(0, n, self.batch_size):
+                parts.append(fn(slice(start, start + self.batch_size), device).float().cpu())
+        return torch.cat(parts).numpy()
+
+    # ------------------------------------------------------------------ saving hooks
+    def _networks(self):
+        return {"autoencoder": self.net_}
+
+    def _fitted_statistics(self):
+        history = self.history_ or {}
+        stats = {
+            "image_shape": list(self.image_shape_),
+            "encoder_covariates": self.encoder_encoding_.to_dict() if self.encoder_encoding_ else None,
+            "latent_covariates": self.latent_encoding_.to_dict() if self.latent_encoding_ else None,
+            "schedule": self.diffusion_.schedule,
+            "training": {"steps": len(history.get("loss", [])), "seconds": history.get("seconds"),
+                         "latent_sensitivity": history.get("latent_sensitivity")},
+        }
+        return stats, {}
+
+    def _rebuild(self, statistics, arrays):
+        self.image_shape_ = tuple(statistics["image_shape"])
+        self.encoder_encoding_ = _encoding_from(statistics["encoder_covariates"])
+        self.latent_encoding_ = _encoding_from(statistics["latent_covariates"])
+        self.diffusion_ = Diffusion.from_config(statistics["schedule"])
+        self.net_ = self._build()
+        self.history_ = None
+        self.training_summary_ = statistics["training"]
+
+
+def _fit_encoding(frame: pd.DataFrame, columns: Sequence[str]) -> CovariateEncoding | None:
+    """Age-like numeric columns standardised, sex as 0/1, site and other text one-hot."""
+    if not columns:
+        return None
+    continuous, binary, categorical = [], [], []
+    for name in columns:
+        if name not in frame.columns:
+            raise ValueError(f"covariate column {name!r} is not in the manifest")
+        if name in _BINARY:
+            binary.append(name)
+        elif name in _CONTINUOUS or pd.api.types.is_numeric_dtype(frame[name]):
+            continuous.append(name)
+        else:
+            categorical.append(name)
+    return CovariateEncoding.fit(frame, continuous=continuous, binary=binary, categorical=categorical)
+
+
+def _encoding_from(data: dict | None) -> CovariateEncoding | None:
+    return CovariateEncoding.from_dict(data) if data else None
+
+
+def _tensor(values: Any) -> torch.Tensor:
+    return values.float() if torch.is_tensor(values) else torch.as_tensor(np.asarray(values), dtype=torch.float32)
+
+
+def _at(values: torch.Tensor | None, rows: slice, device) -> torch.Tensor | None:
+    return None if values is None else values[rows].to(device)
+
+
+def _per_image(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.reshape(-1, *([1] * (like.ndim - 1)))

@@ -1,0 +1,127 @@
+"""Building blocks of the DiffAE networks, for 2D and 3D images (``spatial_dims``).
+
+- :class:`ResBlock`: GroupNorm → SiLU → conv, then *adaptive group norm* (DiffAE, Preechakul et al.):
+  ``GN(h) · (1 + s_t) + b_t`` from an embedding (the time embedding in the denoiser, the covariate
+  embedding in the semantic encoder), multiplied by ``(1 + s_z)`` from a latent vector when the block
+  takes one, → SiLU → dropout → conv (zero-initialised), plus a skip (identity or 1×1 conv).
+- :class:`Attention`: multi-head self-attention over all pixels / voxels of a feature map
+  (``scaled_dot_product_attention``), output projection zero-initialised.
+- :class:`Downsample` (3×3 conv, stride 2) and :class:`Upsample` (nearest ×2, 3×3 conv).
+
+Every layer is created in ``__init__``; nothing is built inside ``forward``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv(spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Module:
+    """A 'same'-padded Conv2d or Conv3d."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    layer = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+    return layer(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2)
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with the largest group count ≤ `max_groups` that divides `channels`."""
+    groups = next(g for g in range(min(max_groups, channels), 0, -1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def zero_module(module: nn.Module) -> nn.Module:
+    """Zero a module's parameters (residual branches start as the identity)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def _per_channel(v: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """(B, C) → (B, C, 1, 1[, 1]) to broadcast over the spatial axes."""
+    return v.reshape(*v.shape, *([1] * spatial_dims))
+
+
+class ResBlock(nn.Module):
+    """Residual block with adaptive group norm (see module docstring).
+
+    Parameters
+    ----------
+    emb_dim:
+        Width of the embedding that gives scale and shift after the second GroupNorm (0: none).
+    latent_dim:
+        Width of the latent that gives a multiplicative scale (0: the block takes no latent).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, *, emb_dim: int = 0,
+                 latent_dim: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.spatial_dims, self.out_channels = spatial_dims, out_channels
+        self.norm1 = group_norm(in_channels)
+        self.conv1 = conv(spatial_dims, in_channels, out_channels)
+        self.emb_proj = nn.Linear(emb_dim, 2 * out_channels) if emb_dim else None
+        self.latent_proj = nn.Linear(latent_dim, out_channels) if latent_dim else None
+        self.norm2 = group_norm(out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_module(conv(spatial_dims, out_channels, out_channels))
+        self.skip = nn.Identity() if in_channels == out_channels else conv(spatial_dims, in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, latent: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.norm2(h)
+        if self.emb_proj is not None:
+            if emb is None:
+                raise ValueError("this block is conditioned on an embedding but got none")
+            scale, shift = self.emb_proj(F.silu(emb)).chunk(2, dim=1)
+            h = torch.addcmul(_per_channel(shift, self.spatial_dims), h, _per_channel(1 + scale, self.spatial_dims))
+        if self.latent_proj is not None:
+            if latent is None:
+                raise ValueError("this block is conditioned on a latent but got none")
+            h = h * _per_channel(1 + self.latent_proj(F.silu(latent)), self.spatial_dims)
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Self-attention over the spatial positions of a feature map, with a residual connection."""
+
+    def __init__(self, spatial_dims: int, channels: int, head_channels: int = 64):
+        super().__init__()
+        self.heads = max(1, channels // head_channels)
+        if channels % self.heads:
+            raise ValueError(f"{channels} channels cannot be split into {self.heads} attention heads")
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = zero_module(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, *spatial = x.shape
+        h = self.norm(x).reshape(b, c, -1).transpose(1, 2)  # (B, N, C)
+        q, k, v = self.qkv(h).reshape(b, -1, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, c)
+        return x + self.out(h).transpose(1, 2).reshape(b, c, *spatial)
+
+
+class Downsample(nn.Module):
+    """Halve every spatial size with a strided 3×3 convolution."""
+
+    def __init__(self, spatial_dims: int, channels: int):
+        super().__init__()
+        self.conv = conv(spatial_dims, channels, channels, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double every spatial size: nearest-neighbour interpolation, then a 3×3 convolution."""
+
+    def __init__(self, spatial_dims: int, channels: int):
+        super().__init__()
+        self.conv = conv(spatial_dims, channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -1,0 +1,115 @@
+import pytest
+import torch
+
+from neurodiff.nets.diffae_blocks import ResBlock
+from neurodiff.nets.diffae_unet import CovariateEncoder, DiffAEUNet, SemanticEncoder
+from neurodiff.nets.diffusion_autoencoder import DiffusionAutoencoderNet, latent_sensitivity
+
+TINY = dict(in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, head_channels=8)
+
+
+def _shape(spatial_dims: int, n: int = 2, size: int = 16) -> tuple[int, ...]:
+    return (n, 1, *([size] * spatial_dims))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_unet_and_encoder_shapes(spatial_dims):
+    torch.manual_seed(0)
+    unet = DiffAEUNet(spatial_dims, **TINY, attention_resolutions=(8,), image_size=16, latent_dim=12)
+    encoder = SemanticEncoder(spatial_dims, **TINY, attention_resolutions=(8,), image_size=16, latent_dim=12)
+    x = torch.randn(_shape(spatial_dims))
+    z = encoder(x)
+    assert z.shape == (2, 12)
+    assert unet(x, torch.tensor([3, 7]), z).shape == x.shape
+    assert unet(x, torch.tensor(5), z).shape == x.shape  # one timestep for the batch
+
+
+def test_hierarchical_latent_joins_every_depth():
+    encoder = SemanticEncoder(2, **TINY, image_size=16, attention_resolutions=(), latent_dim=10, hierarchical=True)
+    assert [head.out_features for head in encoder.heads] == [3, 3, 4]  # two levels and the middle
+    assert encoder(torch.randn(_shape(2))).shape == (2, 10)
+
+
+def test_unet_rejects_bad_inputs():
+    unet = DiffAEUNet(2, **TINY, attention_resolutions=(), latent_dim=4)
+    x = torch.randn(_shape(2))
+    with pytest.raises(ValueError, match=r"conditioned on a \(2, 4\) latent, got None"):
+        unet(x, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="divisible by 2"):
+        unet(torch.randn(2, 1, 15, 15), torch.tensor([1, 2]), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        unet(torch.randn(1, 16, 16), torch.tensor([1]), torch.randn(1, 4))
+    with pytest.raises(ValueError, match="needs image_size"):
+        DiffAEUNet(2, **TINY, attention_resolutions=(8,))
+    with pytest.raises(ValueError, match="spatial_dims must be 2 or 3"):
+        DiffAEUNet(1, **TINY, attention_resolutions=())
+
+
+def test_resblock_scales_by_latent_and_shifts_by_embedding():
+    torch.manual_seed(0)
+    block = ResBlock(2, 4, 4, emb_dim=3, latent_dim=2)
+    torch.nn.init.normal_(block.conv2.weight)  # the residual branch starts at zero; open it
+    x, emb = torch.randn(2, 4, 8, 8), torch.randn(2, 3)
+    z = torch.randn(2, 2)
+    assert not torch.allclose(block(x, emb, z), block(x, emb, z + 1))
+    assert not torch.allclose(block(x, emb, z), block(x, emb + 1, z))
+    with pytest.raises(ValueError, match="latent but got none"):
+        block(x, emb)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_encoder_covariate_layers_are_registered_and_trained(spatial_dims):
+    torch.manual_seed(0)
+    encoder = SemanticEncoder(spatial_dims, **TINY, attention_resolutions=(), latent_dim=6, covariate_dim=3)
+    names = [name for name, _ in encoder.named_parameters()]
+    assert any(name.startswith("covariate_embedding.") for name in names)
+    assert any(".emb_proj." in name for name in names)  # every block is modulated by the covariates
+    x, cov = torch.randn(_shape(spatial_dims)), torch.randn(2, 3)
+    # residual branches start at zero (zero-initialised last conv), so the covariates' layers get
+    # gradient from the second step on
+    optimizer = torch.optim.SGD(encoder.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        encoder(x, cov).square().sum().backward()
+        optimizer.step()
+    for name, p in encoder.named_parameters():
+        if name.startswith("covariate_embedding.") or ".emb_proj." in name:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    with torch.no_grad():  # the covariates change the latent
+        assert not torch.allclose(encoder(x, cov), encoder(x, cov + 1))
+    with pytest.raises(ValueError, match=r"takes \(2, 3\) covariates, got None"):
+        encoder(x)
+
+
+def test_covariate_encoder_and_joined_latent():
+    torch.manual_seed(0)
+    encoder = SemanticEncoder(2, **TINY, attention_resolutions=(), latent_dim=6)
+    covariates = CovariateEncoder(covariate_dim=4, latent_dim=3, hidden=8)
+    unet = DiffAEUNet(2, **TINY, attention_resolutions=(), latent_dim=9)
+    net = DiffusionAutoencoderNet(encoder, unet, covariates)
+    x = torch.randn(_shape(2))
+    z = net.latent(x, latent_covariates=torch.randn(2, 4))
+    assert z.shape == (2, 9)
+    assert net(x, torch.tensor([1, 2]), z).shape == x.shape
+    with pytest.raises(ValueError, match="give latent_covariates"):
+        net.latent(x)
+    with pytest.raises(ValueError, match="UNet takes a 5-d latent but the encoders give 9"):
+        DiffusionAutoencoderNet(encoder, DiffAEUNet(2, **TINY, attention_resolutions=(), latent_dim=5), covariates)
+    with pytest.raises(ValueError, match=r"expected \(B, 4\) covariates"):
+        covariates(torch.randn(2, 3))
+
+
+def test_latent_sensitivity_is_zero_when_the_latent_is_ignored():
+    torch.manual_seed(0)
+    encoder = SemanticEncoder(2, **TINY, attention_resolutions=(), latent_dim=4)
+    net = DiffusionAutoencoderNet(encoder, DiffAEUNet(2, **TINY, attention_resolutions=(), latent_dim=4))
+    for module in net.unet.modules():  # open the zero-initialised residual and output convolutions
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.normal_(module.weight, std=0.1)
+    x, t = torch.randn(_shape(2, n=4)), torch.full((4,), 10)
+    z = torch.randn(4, 4)
+    assert latent_sensitivity(net, x, t, z) > 1e-3
+    for block in net.unet.modules():
+        if isinstance(block, ResBlock):
+            torch.nn.init.zeros_(block.latent_proj.weight)
+    assert latent_sensitivity(net, x, t, z) == pytest.approx(0.0, abs=1e-7)
