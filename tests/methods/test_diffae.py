@@ -1,11 +1,9 @@
-"""The DiffAE core on a tiny synthetic cohort (real MNI152 anatomy, 32×32 slices, two sites)."""
+"""The DiffAE core on the tiny synthetic cohort (real MNI152 anatomy, 32×32 slices, two sites)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from neurodiff.data.image_manifest import load_images, read_manifest
-from neurodiff.data.synthetic_images import ImageCohortConfig, generate_image_cohort
 from neurodiff.evaluation.image_quality import psnr
 from neurodiff.methods.diffae import PRESETS, DiffusionAutoencoder
 
@@ -14,13 +12,8 @@ TINY = dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_re
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cohort") / "cohort"
-    config = ImageCohortConfig.quick(size=32, n_sites=2, n_controls=16, n_travellers=0, n_patients=0)
-    generate_image_cohort(config, folder, progress=False)
-    frame = read_manifest(folder / "manifest.csv")
-    images, _ = load_images(frame)
-    return folder / "manifest.csv", frame, images
+def cohort(tiny_image_cohort):
+    return tiny_image_cohort
 
 
 @pytest.fixture(scope="module")

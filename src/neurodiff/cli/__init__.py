@@ -10,7 +10,7 @@ import typer
 
 from neurodiff import __version__
 from neurodiff.cli import demo as demo_cmd
-from neurodiff.cli import impute
+from neurodiff.cli import harmonize, impute
 from neurodiff.cli import synth
 from neurodiff.cli.not_built import not_built_group
 
@@ -48,10 +48,7 @@ app.add_typer(
     name="preprocess",
 )
 app.add_typer(impute.app, name="impute")
-app.add_typer(
-    not_built_group("harmonize", ["fit", "apply", "benchmark"], issue=6, what="DDAE harmonisation"),
-    name="harmonize",
-)
+app.add_typer(harmonize.app, name="harmonize")
 app.add_typer(
     not_built_group(
         "normative", ["fit", "score", "survival", "benchmark"], issue=7, what="NDA normative modelling"

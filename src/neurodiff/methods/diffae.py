@@ -208,7 +208,7 @@ class DiffusionAutoencoder(Estimator):
         self.diffusion_ = Diffusion.from_hyperparameters("linear", self.timesteps, self.beta_start, self.beta_end)
         seed_everything(self.seed)
         net = self._build()
-        tensors = {"x": x * 2 - 1}
+        tensors = {"x": x * 2 - 1, **self._extra_training_tensors(frame)}
         if enc_cov is not None:
             tensors["enc_cov"] = enc_cov
         if lat_cov is not None:
@@ -240,7 +240,14 @@ class DiffusionAutoencoder(Estimator):
                              if self.latent_encoding_ else None)
         latent = self.latent_dim + (self.covariate_latent_dim if covariate_encoder is not None else 0)
         unet = DiffAEUNet(**shape, latent_dim=latent, dropout=self.dropout)
+        return self._assemble(encoder, unet, covariate_encoder)
+
+    # extension points for models built on this core (e.g. DDAE's adversarial site head)
+    def _assemble(self, encoder, unet, covariate_encoder) -> DiffusionAutoencoderNet:
         return DiffusionAutoencoderNet(encoder, unet, covariate_encoder)
+
+    def _extra_training_tensors(self, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
+        return {}
 
     def _loss(self, net: DiffusionAutoencoderNet, batch: dict[str, torch.Tensor], generator: torch.Generator):
         x0 = batch["x"]
@@ -248,7 +255,11 @@ class DiffusionAutoencoder(Estimator):
             flip = torch.rand(len(x0), generator=generator, device=x0.device) < 0.5
             x0 = torch.where(_per_image(flip, x0), x0.flip(-1), x0)
         z = net.latent(x0, batch.get("enc_cov"), batch.get("lat_cov"))
-        return self.diffusion_.loss(net, x0, z, generator=generator)
+        return self._latent_loss(net, batch, z, self.diffusion_.loss(net, x0, z, generator=generator))
+
+    def _latent_loss(self, net, batch, latent, diffusion_loss):
+        """The training loss given the diffusion loss (extension point: add terms on the latent)."""
+        return diffusion_loss
 
     def _sensitivity_logger(self, net, probe, log):
         """An on_step hook: every `sensitivity_every` steps, the latent sensitivity on a fixed probe batch."""
