@@ -110,3 +110,93 @@ def _stem(path: str) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+@app.command("benchmark")
+def benchmark(
+    out: Path = typer.Option(..., "--out", help="Output folder: results.json, report.html, figures (absent or empty)."),
+    manifest: Path = typer.Option(None, "--manifest", help="Image-cohort manifest; default: the embedded synthetic "
+                                  "cohort with travelling subjects."),
+    seeds: int = typer.Option(3, "--seeds", help="Number of seeds (splits, initialisations)."),
+    quick: bool = typer.Option(False, "--quick", help="The quick DDAE preset and short baseline training at 64×64 "
+                               "(CPU minutes per method and seed)."),
+    methods: str = typer.Option(None, "--methods", help="Comma-separated subset of: ddae, ddae_adversarial, combat, "
+                                "cvae, style_gan, raw."),
+    target_site: str = typer.Option("site0", "--target-site", help="Site every image is mapped to."),
+    steps: int = typer.Option(None, "--steps", help="DDAE training steps (overrides the preset)."),
+    baseline_steps: int = typer.Option(None, "--baseline-steps", help="cVAE and style-GAN training steps."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+) -> None:
+    """Train every method, harmonise held-out images to one site, evaluate; write results.json and report.html.
+
+    Example:  neurodiff harmonize benchmark --quick --seeds 2 --out harmonize-benchmark
+    """
+    import tempfile
+    import time
+
+    from neurodiff.atomic import atomic_dir, write_json, write_text
+    from neurodiff.data.image_manifest import load_images, read_manifest
+    from neurodiff.evaluation.harmonization_benchmark import (
+        ALL_METHODS,
+        HarmonizeBenchmarkConfig,
+        harmonize_figures,
+        report_html,
+        run_benchmark,
+        throughput,
+    )
+    from neurodiff.reporting.results import results_document
+
+    try:
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"--out {out} is not empty; choose a new folder")
+        if seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        with tempfile.TemporaryDirectory(prefix="neurodiff-harmonize-") as scratch:
+            if manifest is None:
+                from neurodiff.data.synthetic_images import ImageCohortConfig, generate_image_cohort
+
+                cohort = ImageCohortConfig.quick() if quick else ImageCohortConfig()
+                typer.echo(f"No --manifest: generating the embedded cohort ({cohort.n_sites} sites, "
+                           f"{cohort.n_controls} controls, {cohort.n_travellers} travellers, {cohort.size}×{cohort.size})")
+                generate_image_cohort(cohort, Path(scratch) / "cohort")
+                manifest_path = Path(scratch) / "cohort" / "manifest.csv"
+                description = (f"embedded synthetic cohort (neurodiff synth images{' --quick' if quick else ''}): "
+                               f"{cohort.n_sites} sites, {cohort.n_controls} controls, {cohort.n_travellers} "
+                               f"travellers imaged at every site, {cohort.size}×{cohort.size}")
+            else:
+                manifest_path, description = manifest, f"manifest {manifest}"
+            frame = read_manifest(manifest_path)
+            images, _ = load_images(frame, progress=True)
+        factory = HarmonizeBenchmarkConfig.quick if quick else HarmonizeBenchmarkConfig
+        params = dict(seeds=tuple(range(seeds)), target_site=target_site, device=device,
+                      methods=tuple(m.strip() for m in methods.split(",")) if methods else ALL_METHODS)
+        if steps is not None:
+            params["ddae_steps"] = steps
+        if baseline_steps is not None:
+            params.update(cvae_steps=baseline_steps, gan_steps=baseline_steps)
+        config = factory(**params)
+        config.check(frame)
+        started = time.perf_counter()
+        result = run_benchmark(frame, images, config, log=typer.echo)
+        speed = []
+        if any(m.startswith("ddae") for m in config.methods):
+            typer.echo("Timing DDAE harmonisation at 64×64 and 128×128 ...")
+            steps_used = (config.inversion_steps, config.render_steps)
+            speed = [throughput(64, "quick", steps=steps_used, device=device),
+                     throughput(128, "paper", steps=steps_used, device=device)]
+        document = results_document(
+            task="harmonization",
+            data={"description": description, "images": len(frame), "sites": sorted(frame["site"].astype(str).unique()),
+                  "image_shape": list(images.shape[1:]), "splits": result["sizes"]},
+            seeds=list(config.seeds), per_seed=result["per_seed"],
+            timings={"total_seconds": time.perf_counter() - started, "training": result["training"],
+                     "throughput": speed},
+            config=result["config"],
+        )
+        with atomic_dir(out) as tmp:
+            write_json(tmp / "results.json", document)
+            figures = harmonize_figures(document, result["first"], tmp)
+            write_text(tmp / "report.html", report_html(document, figures))
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        _fail(error)
+    typer.echo(f"Wrote {out}/results.json, report.html and {len(figures)} figures")

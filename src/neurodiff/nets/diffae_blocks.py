@@ -76,7 +76,7 @@ class ResBlock(nn.Module):
             if emb is None:
                 raise ValueError("this block is conditioned on an embedding but got none")
             scale, shift = self.emb_proj(F.silu(emb)).chunk(2, dim=1)
-            h = torch.addcmul(_per_channel(shift, self.spatial_dims), h, _per_channel(1 + scale, self.spatial_dims))
+            h = h * _per_channel(1 + scale, self.spatial_dims) + _per_channel(shift, self.spatial_dims)
         if self.latent_proj is not None:
             if latent is None:
                 raise ValueError("this block is conditioned on a latent but got none")

@@ -1,0 +1,290 @@
+"""The harmonisation benchmark: DDAE and its baselines on an image cohort, over several seeds.
+
+Per seed: control subjects are split (seeded, by subject) into training and test; travelling
+subjects (the same anatomy imaged at every site) are all kept for testing, since they give the
+ground truth. Patients, when the manifest has a ``group`` column, are left out. Every method is
+fitted on the training images and maps every test image to the target site; the metrics of
+:func:`~neurodiff.evaluation.harmonization.evaluate_harmonization` are computed on the test set,
+in one PCA feature space fitted on the raw test images.
+
+Methods (names in results.json): ``ddae`` (the paper's model), ``ddae_adversarial`` (with the
+adversarial site head on z_υ), ``combat``, ``cvae``, ``style_gan`` and ``raw`` (no harmonisation).
+For the DDAE variants also ``latent_site_accuracy`` (how well the site is predicted from z_υ of the
+test images; chance = 1 / sites), ``images_per_second`` and the traveller SSIM / PSNR with half the
+inversion and rendering steps (``ssim_half_steps``, ``psnr_half_steps``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from neurodiff.evaluation.harmonization import evaluate_harmonization, image_features, site_accuracy, traveller_pairs
+from neurodiff.evaluation.image_quality import psnr, ssim
+
+ALL_METHODS = ("ddae", "ddae_adversarial", "combat", "cvae", "style_gan", "raw")
+TRAVELLER = "true_traveller_id"
+
+#: Direction of each metric (None: closest to 1 / a reference is best; not ranked).
+HIGHER_IS_BETTER = {"site_accuracy": False, "age_mae": False, "sex_auroc": True, "frechet": False,
+                    "within_site_variability": None, "ssim": True, "psnr": True, "mae": False,
+                    "latent_site_accuracy": False, "ssim_half_steps": True, "psnr_half_steps": True,
+                    "images_per_second": True}
+
+
+@dataclass(frozen=True)
+class HarmonizeBenchmarkConfig:
+    """What the benchmark runs. :meth:`quick` sizes it for CPU minutes per method and seed."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ALL_METHODS
+    target_site: str = "site0"
+    test_fraction: float = 0.3
+    ddae_preset: str = "paper"
+    ddae_steps: int | None = None
+    adversarial_weight: float = 1.0
+    inversion_steps: int = 50
+    render_steps: int = 50
+    cvae_steps: int = 5000
+    gan_steps: int = 5000
+    device: str = "cpu"
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> HarmonizeBenchmarkConfig:
+        base = cls(ddae_preset="quick", ddae_steps=None, cvae_steps=1500, gan_steps=1500)
+        return replace(base, **overrides)
+
+    def check(self, frame: pd.DataFrame) -> None:
+        unknown = sorted(set(self.methods) - set(ALL_METHODS))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        sites = sorted(frame["site"].astype(str).unique())
+        if len(sites) < 2:
+            raise ValueError(f"harmonisation needs at least two sites; the manifest has only {sites}")
+        if self.target_site not in sites:
+            raise ValueError(f"target site {self.target_site!r} is not in the manifest (sites: {', '.join(sites)})")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
+
+
+def split_cohort(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, test): controls split by subject, every traveller row in test, patients out."""
+    keep = np.ones(len(frame), bool)
+    if "group" in frame.columns:
+        keep &= frame["group"].fillna("control").astype(str).str.lower().ne("patient").to_numpy()
+    traveller = (frame[TRAVELLER].fillna("").astype(str).ne("").to_numpy() if TRAVELLER in frame.columns
+                 else np.zeros(len(frame), bool))
+    subjects = frame["subject_id"].astype(str).to_numpy()
+    singles = np.unique(subjects[keep & ~traveller])
+    rng = np.random.default_rng(seed)
+    test_subjects = set(rng.choice(singles, int(round(test_fraction * len(singles))), replace=False))
+    test = keep & (traveller | np.isin(subjects, list(test_subjects)))
+    train = keep & ~test
+    return np.flatnonzero(train), np.flatnonzero(test)
+
+
+def _harmonizer(method: str, config: HarmonizeBenchmarkConfig, seed: int):
+    if method.startswith("ddae"):
+        from neurodiff.methods.harmonization import DisentangledDiffAE
+
+        params = dict(seed=seed, device=config.device, progress=config.progress,
+                      inversion_steps=config.inversion_steps, render_steps=config.render_steps,
+                      adversarial_weight=config.adversarial_weight if method == "ddae_adversarial" else 0.0)
+        if config.ddae_steps is not None:
+            params["max_steps"] = config.ddae_steps
+        return DisentangledDiffAE.preset(config.ddae_preset, **params)
+    if method == "combat":
+        from neurodiff.baselines.combat import ComBat
+
+        return ComBat()
+    if method == "cvae":
+        from neurodiff.baselines.cvae import ConditionalVAE
+
+        return ConditionalVAE(max_steps=config.cvae_steps, seed=seed, device=config.device, progress=config.progress)
+    if method == "style_gan":
+        from neurodiff.baselines.style_gan import StyleEncodingGAN
+
+        return StyleEncodingGAN(max_steps=config.gan_steps, seed=seed, device=config.device, progress=config.progress)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def run_seed(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenchmarkConfig, seed: int,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """One seed: fit every method, harmonise the test set, evaluate. Returns metrics and artefacts."""
+    train, test = split_cohort(frame, config.test_fraction, seed)
+    train_frame, test_frame = frame.iloc[train].reset_index(drop=True), frame.iloc[test].reset_index(drop=True)
+    x_train, x_test = images[train], images[test]
+    _, space = image_features(x_test, seed=seed)
+    metrics: dict[str, dict[str, float]] = {}
+    harmonised: dict[str, np.ndarray] = {}
+    extras: dict[str, Any] = {"latents": {}, "training": {}}
+    for method in config.methods:
+        log(f"[seed {seed}] {method}: fitting on {len(train)} images, harmonising {len(test)} to {config.target_site}")
+        started = time.perf_counter()
+        if method == "raw":
+            out, fit_seconds = x_test.copy(), 0.0
+        else:
+            model = _harmonizer(method, config, seed).fit(train_frame, x_train)
+            fit_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            out = model.transform(x_test, test_frame, config.target_site)
+        apply_seconds = time.perf_counter() - started
+        values = evaluate_harmonization(x_test, out, test_frame, config.target_site, features=space, seed=seed)
+        if method.startswith("ddae"):
+            values.update(_ddae_extras(model, x_test, test_frame, config, seed, extras, method))
+            values["images_per_second"] = len(x_test) / apply_seconds
+        metrics[method] = values
+        harmonised[method] = out
+        extras["training"][method] = {"fit_seconds": fit_seconds, "apply_seconds": apply_seconds}
+        log(f"[seed {seed}] {method}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()
+                                                   if isinstance(v, float) and k in HIGHER_IS_BETTER))
+    return {"metrics": metrics, "harmonised": harmonised, "test_frame": test_frame, "test_images": x_test,
+            "extras": extras, "n_train": len(train), "n_test": len(test)}
+
+
+def _ddae_extras(model, x_test, test_frame, config, seed, extras, method) -> dict[str, float]:
+    """Site predictability from z_υ, joint latents for the figure, and the cost of halving the steps."""
+    z = model.encode(x_test, test_frame)
+    extras["latents"][method] = z
+    accuracy, _ = site_accuracy(z[:, : model.latent_dim], test_frame["site"].astype(str).to_numpy(), seed=seed)
+    rows, reference_rows = traveller_pairs(test_frame, config.target_site)
+    out = {"latent_site_accuracy": accuracy}
+    if len(rows):
+        half = replace_steps(model, max(1, config.inversion_steps // 2), max(1, config.render_steps // 2))
+        moved = half.transform(x_test[rows], test_frame.iloc[rows], config.target_site)
+        out["ssim_half_steps"] = float(ssim(moved, x_test[reference_rows]).mean())
+        out["psnr_half_steps"] = float(psnr(moved, x_test[reference_rows]).mean())
+        replace_steps(model, config.inversion_steps, config.render_steps)
+    return out
+
+
+def replace_steps(model, inversion_steps: int, render_steps: int):
+    model.inversion_steps, model.render_steps = inversion_steps, render_steps
+    return model
+
+
+def run_benchmark(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenchmarkConfig,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every seed; per-seed values gathered per method and metric, and the first seed's artefacts."""
+    config.check(frame)
+    per_seed: dict[str, dict[str, list[float]]] = {}
+    first: dict[str, Any] | None = None
+    sizes, training = [], []
+    for seed in config.seeds:
+        result = run_seed(frame, images, config, seed, log=log)
+        first = first or result
+        for method, values in result["metrics"].items():
+            for metric, value in values.items():
+                per_seed.setdefault(method, {}).setdefault(metric, []).append(float(value))
+        sizes.append({"seed": seed, "n_train": result["n_train"], "n_test": result["n_test"]})
+        training.append({"seed": seed, **result["extras"]["training"]})
+    return {"per_seed": per_seed, "first": first, "sizes": sizes, "training": training,
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}}
+
+
+def throughput(size: int, preset: str, *, steps: tuple[int, int] = (50, 50), n: int = 4, seed: int = 0,
+               device: str = "cpu") -> dict[str, float]:
+    """Harmonised images per second of a DDAE of `preset` at size×size with (inversion, render) steps.
+
+    The cost does not depend on the weights, so the model is trained for one step on random images.
+    """
+    from neurodiff.methods.harmonization import DisentangledDiffAE
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 1, (n, 1, size, size)).astype(np.float32)
+    frame = pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "age": np.linspace(30, 70, n),
+                          "sex": ["F", "M"] * (n // 2), "site": ["a", "b"] * (n // 2)})
+    model = DisentangledDiffAE.preset(preset, max_steps=1, batch_size=n, progress=False, sensitivity_every=0,
+                                      inversion_steps=steps[0], render_steps=steps[1], device=device)
+    model.fit(frame, images)
+    started = time.perf_counter()
+    model.transform(images, frame, "a")
+    seconds = time.perf_counter() - started
+    return {"size": size, "preset": preset, "inversion_steps": steps[0], "render_steps": steps[1],
+            "images": n, "seconds": seconds, "images_per_second": n / seconds}
+
+
+def harmonize_figures(document: dict[str, Any], first: dict[str, Any], out_dir) -> dict[str, str]:
+    """PNG figures into `out_dir`: metric bars, UMAP of DDAE's joint latents, image grid. name → file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from neurodiff.reporting.harmonization_figures import image_grid, latent_umap, metric_bars
+
+    files: dict[str, str] = {}
+
+    def save(fig, name: str) -> None:
+        fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        files[name.removesuffix(".png")] = name
+
+    save(metric_bars(document, [m for m in ("site_accuracy", "age_mae", "sex_auroc", "frechet",
+                                           "within_site_variability", "ssim", "psnr", "mae")
+                                if any(m in v for v in document["methods"].values())]), "metrics.png")
+    frame = first["test_frame"]
+    sites = frame["site"].astype(str).to_numpy()
+    for method, latents in first["extras"]["latents"].items():
+        fig, ax = plt.subplots(figsize=(5, 4.5))
+        latent_umap(latents, sites, ax=ax, title=f"{method}: joint latents [z_υ, z_κ] of the test images")
+        save(fig, f"umap_{method}.png")
+    examples = {}
+    for site in sorted(set(sites)):
+        rows = np.flatnonzero(sites == site)
+        examples[site] = int(rows[0])
+    originals = {site: first["test_images"][i] for site, i in examples.items()}
+    harmonised = {m: {site: out[i] for site, i in examples.items()} for m, out in first["harmonised"].items()
+                  if m != "raw"}
+    save(image_grid(originals, harmonised, target_site=document["config"]["target_site"]), "examples.png")
+    return files
+
+
+def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
+    """report.html: tables of every metric group, the timings and the figures."""
+    import html
+
+    from neurodiff.reporting.tables import methods_table, page
+
+    methods = document["methods"]
+    config = document["config"]
+    parts = [
+        "<h1>Harmonisation benchmark (DDAE and baselines)</h1>",
+        f"<p class=note>{html.escape(str(document['data'].get('description', '')))}; target site "
+        f"{html.escape(config['target_site'])}; seeds {document['seeds']}; mean ± 95 % CI (1.96·sd/√n) over seeds, "
+        "on the held-out test images. Feature space of the probes and the Fréchet distance: a PCA of the raw test "
+        "images (Inception FID needs downloaded weights). Bold: best mean per column.</p>",
+        methods_table(methods, ["ssim", "psnr", "mae"], "Travelling subjects: harmonised image vs the same "
+                      "subject's real target-site image", HIGHER_IS_BETTER),
+        methods_table(methods, ["site_accuracy", "site_chance", "latent_site_accuracy"],
+                      "Site removal: cross-validated site classifier on the harmonised images (chance = 1/sites), "
+                      "and on DDAE's z_υ", HIGHER_IS_BETTER),
+        methods_table(methods, ["age_mae", "sex_auroc"], "Biology kept: age and sex predicted from the harmonised "
+                      "images (compare with raw)", HIGHER_IS_BETTER),
+        methods_table(methods, ["frechet", "within_site_variability"], "Distribution: Fréchet distance to real "
+                      "target-site images; within-site variability after / before (1 = kept)", HIGHER_IS_BETTER),
+        methods_table(methods, ["images_per_second", "ssim_half_steps", "psnr_half_steps"],
+                      "DDAE cost: harmonised images per second at the benchmark's size, and traveller quality "
+                      "with half the inversion and rendering steps", HIGHER_IS_BETTER),
+    ]
+    speed = document.get("timings", {}).get("throughput", [])
+    if speed:
+        rows = "".join(f"<tr><td>{s['size']}×{s['size']}</td><td>{html.escape(s['preset'])}</td>"
+                       f"<td>{s['inversion_steps']} + {s['render_steps']}</td><td>{s['images_per_second']:.3f}</td></tr>"
+                       for s in speed)
+        parts.append("<table><caption>DDAE harmonisation speed on this machine</caption><thead><tr><th>size</th>"
+                     "<th>preset</th><th>DDIM steps (inversion + render)</th><th>images/s</th></tr></thead>"
+                     f"<tbody>{rows}</tbody></table>")
+    if figures:
+        parts.append("<h2>Figures</h2>" + "".join(
+            f"<figure><img src='{html.escape(f)}' style='max-width:100%'><figcaption>{html.escape(n)}</figcaption>"
+            "</figure>" for n, f in figures.items()))
+    return page("neurodiff: harmonisation benchmark", "".join(parts))
