@@ -52,12 +52,14 @@ class HarmonizeBenchmarkConfig:
     render_steps: int = 50
     cvae_steps: int = 5000
     gan_steps: int = 5000
+    timing: tuple[tuple[int, str], ...] = ((64, "quick"), (64, "paper"), (128, "paper"))
     device: str = "cpu"
     progress: bool = True
 
     @classmethod
     def quick(cls, **overrides: Any) -> HarmonizeBenchmarkConfig:
-        base = cls(ddae_preset="quick", ddae_steps=None, cvae_steps=1500, gan_steps=1500)
+        base = cls(ddae_preset="quick", ddae_steps=None, cvae_steps=1500, gan_steps=1500, inversion_steps=20,
+                   render_steps=20)
         return replace(base, **overrides)
 
     def check(self, frame: pd.DataFrame) -> None:
@@ -132,7 +134,9 @@ def run_seed(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenchmark
         if method == "raw":
             out, fit_seconds = x_test.copy(), 0.0
         else:
-            model = _harmonizer(method, config, seed).fit(train_frame, x_train)
+            model = _harmonizer(method, config, seed)
+            # DDAE takes a manifest first (images optional), the baselines (images, covariates)
+            model.fit(train_frame, x_train) if method.startswith("ddae") else model.fit(x_train, train_frame)
             fit_seconds = time.perf_counter() - started
             started = time.perf_counter()
             out = model.transform(x_test, test_frame, config.target_site)
