@@ -58,7 +58,7 @@ class HarmonizeBenchmarkConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> HarmonizeBenchmarkConfig:
-        base = cls(ddae_preset="quick", ddae_steps=None, cvae_steps=1500, gan_steps=1500, inversion_steps=20,
+        base = cls(ddae_preset="quick", ddae_steps=None, cvae_steps=1500, gan_steps=800, inversion_steps=20,
                    render_steps=20)
         return replace(base, **overrides)
 

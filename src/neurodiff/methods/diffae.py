@@ -45,9 +45,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(base_channels=64, channel_mult=(1, 1, 2, 3, 4), num_res_blocks=2, attention_resolutions=(16,),
                   dropout=0.1, latent_dim=512, timesteps=1000, beta_start=1e-4, beta_end=0.02, lr=1e-4,
                   ema_decay=0.9999, batch_size=32, max_steps=100_000),
-    "quick": dict(base_channels=32, channel_mult=(1, 2, 2, 4), num_res_blocks=1, attention_resolutions=(8,),
-                  dropout=0.0, latent_dim=128, timesteps=1000, beta_start=1e-4, beta_end=0.02, lr=3e-4,
-                  ema_decay=0.995, batch_size=16, max_steps=1500),
+    "quick": dict(base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1, attention_resolutions=(16,),
+                  dropout=0.0, latent_dim=128, timesteps=1000, beta_start=1e-4, beta_end=0.02, lr=5e-4,
+                  ema_decay=0.995, batch_size=16, max_steps=1000),
 }
 
 _BINARY = {"sex"}

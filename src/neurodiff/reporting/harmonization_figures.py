@@ -23,7 +23,16 @@ from typing import Any
 import numpy as np
 
 from neurodiff.evaluation.harmonization import HIGHER_IS_BETTER, METRIC_NAMES, REFERENCE_VALUES
-from neurodiff.reporting.impute_figures import DPI, WIDTH_IN, _colours, _grid, _new_figure, _short, _summary
+from neurodiff.reporting.impute_figures import (
+    DPI,
+    WIDTH_IN,
+    _colours,
+    _grid,
+    _new_figure,
+    _short,
+    _summary,
+    draw_bars,
+)
 
 __all__ = ["CAPTIONS", "DPI", "METRIC_TITLES", "UMAP_MIN_POINTS", "image_grid", "latent_umap", "metric_bars"]
 
@@ -241,18 +250,7 @@ def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None
             arrow = "↑ higher is better" if higher else "↓ lower is better"
         else:
             best, arrow = None, ""
-        for i, name in enumerate(names):
-            mean, ci, values = summaries[name]
-            if mean is None:
-                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#777777")
-                continue
-            ax.bar(i, mean, width=0.72, color=colours.get(name, "#888888"), alpha=0.85,
-                   edgecolor="black" if name == best else "none", linewidth=1.6 if name == best else 0)
-            if ci is not None:
-                ax.errorbar(i, mean, yerr=ci, color="black", capsize=3, lw=1.0, zorder=4)
-            if len(values) > 1:
-                ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=7, color="#222222", alpha=0.6,
-                           zorder=5, linewidths=0)
+        draw_bars(ax, names, summaries, colours, best, rng)
         if reference is not None:
             ax.axhline(reference, color="#555555", lw=1.0, ls="--", zorder=1)
         ax.axhline(0, color="black", lw=0.6)

@@ -417,18 +417,7 @@ def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mappi
         summaries = {name: _summary(methods, name, metric) for name in names}
         means = {n: s[0] for n, s in summaries.items() if s[0] is not None}
         best = (max if higher else min)(means, key=means.get) if means else None
-        for i, name in enumerate(names):
-            mean, ci, values = summaries[name]
-            if mean is None:
-                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#777777")
-                continue
-            ax.bar(i, mean, width=0.72, color=colours.get(name, "#888888"), alpha=0.85,
-                   edgecolor="black" if name == best else "none", linewidth=1.6 if name == best else 0)
-            if ci is not None:
-                ax.errorbar(i, mean, yerr=ci, color="black", capsize=3, lw=1.0, zorder=4)
-            if len(values) > 1:
-                jitter = rng.uniform(-0.15, 0.15, len(values))
-                ax.scatter(i + jitter, values, s=7, color="#222222", alpha=0.6, zorder=5, linewidths=0)
+        draw_bars(ax, names, summaries, colours, best, rng)
         ax.axhline(0, color="black", lw=0.6)
         arrow = "↑ higher is better" if higher else "↓ lower is better"
         ax.set_title(f"{METRIC_TITLES.get(metric, metric)}\n{metric}   {arrow}", fontsize=8.5)
@@ -454,6 +443,22 @@ def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mappi
 
 
 # ============================================================================ 4. downstream AUROC
+def draw_bars(ax, names, summaries, colours, best, rng) -> None:
+    """One bar per method (mean), its 95 % CI and the per-seed values; the best outlined in black."""
+    for i, name in enumerate(names):
+        mean, ci, values = summaries[name]
+        if mean is None:
+            ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#777777")
+            continue
+        ax.bar(i, mean, width=0.72, color=colours.get(name, "#888888"), alpha=0.85,
+               edgecolor="black" if name == best else "none", linewidth=1.6 if name == best else 0)
+        if ci is not None:
+            ax.errorbar(i, mean, yerr=ci, color="black", capsize=3, lw=1.0, zorder=4)
+        if len(values) > 1:
+            jitter = rng.uniform(-0.15, 0.15, len(values))
+            ax.scatter(i + jitter, values, s=7, color="#222222", alpha=0.6, zorder=5, linewidths=0)
+
+
 def _parse_auroc(metric: str) -> tuple[str, str] | None:
     """auroc_<label>_<set> → (label, set); labels and sets may contain underscores."""
     if not metric.startswith("auroc_"):
