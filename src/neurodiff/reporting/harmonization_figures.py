@@ -32,6 +32,7 @@ from neurodiff.reporting.impute_figures import (
     _short,
     _summary,
     draw_bars,
+    style_bar_axes,
 )
 
 __all__ = ["CAPTIONS", "DPI", "METRIC_TITLES", "UMAP_MIN_POINTS", "image_grid", "latent_umap", "metric_bars"]
@@ -236,7 +237,6 @@ def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None
     for ax in axes.flat[len(chosen):]:
         ax.set_visible(False)
     rng = np.random.default_rng(0)
-    x = np.arange(len(names))
     for ax, metric in zip(axes.flat, chosen):
         summaries = {name: _summary(methods, name, metric) for name in names}
         means = {n: s[0] for n, s in summaries.items() if s[0] is not None}
@@ -255,12 +255,7 @@ def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None
             ax.axhline(reference, color="#555555", lw=1.0, ls="--", zorder=1)
         ax.axhline(0, color="black", lw=0.6)
         ax.set_title(f"{METRIC_TITLES.get(metric, metric)}\n{metric}   {arrow}".rstrip(), fontsize=8.5)
-        ax.set_xticks(x)
-        ax.set_xticklabels([_short(n, 16) for n in names], rotation=55, ha="right", rotation_mode="anchor",
-                           fontsize=7.5, linespacing=0.95)
-        ax.set_xlim(-0.6, len(names) - 0.4)
-        ax.tick_params(axis="y", labelsize=7.5)
-        ax.grid(axis="y", alpha=0.25, lw=0.5)
+        style_bar_axes(ax, names)
     fig.subplots_adjust(left=0.05, right=0.99, top=1 - 0.5 / fig.get_figheight(), bottom=1.25 / fig.get_figheight(),
                         wspace=0.3, hspace=0.8)
     return fig

@@ -410,7 +410,6 @@ def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mappi
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(metrics):]:
         ax.set_visible(False)
-    x = np.arange(len(names))
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes.flat, metrics):
         higher = HIGHER_IS_BETTER[metric]
@@ -421,12 +420,7 @@ def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mappi
         ax.axhline(0, color="black", lw=0.6)
         arrow = "↑ higher is better" if higher else "↓ lower is better"
         ax.set_title(f"{METRIC_TITLES.get(metric, metric)}\n{metric}   {arrow}", fontsize=8.5)
-        ax.set_xticks(x)
-        ax.set_xticklabels([_short(n, 16) for n in names], rotation=55, ha="right", rotation_mode="anchor",
-                           fontsize=7.5, linespacing=0.95)
-        ax.set_xlim(-0.6, len(names) - 0.4)
-        ax.tick_params(axis="y", labelsize=7.5)
-        ax.grid(axis="y", alpha=0.25, lw=0.5)
+        style_bar_axes(ax, names)
     if len(metrics) < rows * cols:
         note = axes.flat[len(metrics)]
         note.set_visible(True)
@@ -443,6 +437,16 @@ def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mappi
 
 
 # ============================================================================ 4. downstream AUROC
+def style_bar_axes(ax, names) -> None:
+    """Method names as slanted x tick labels, small tick labels, a light horizontal grid."""
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels([_short(n, 16) for n in names], rotation=55, ha="right", rotation_mode="anchor",
+                       fontsize=7.5, linespacing=0.95)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.tick_params(axis="y", labelsize=7.5)
+    ax.grid(axis="y", alpha=0.25, lw=0.5)
+
+
 def draw_bars(ax, names, summaries, colours, best, rng) -> None:
     """One bar per method (mean), its 95 % CI and the per-seed values; the best outlined in black."""
     for i, name in enumerate(names):
