@@ -27,10 +27,10 @@ from neurodiff.reporting.impute_figures import (
     DPI,
     WIDTH_IN,
     _colours,
-    _grid,
     _new_figure,
     _short,
     _summary,
+    bar_panels,
     draw_bars,
     style_bar_axes,
 )
@@ -231,11 +231,7 @@ def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None
         raise ValueError("no method has a value for any of the chosen metrics")
     names = [name for name in methods if any(_summary(methods, name, m)[0] is not None for m in chosen)]
     colours = _colours(names)
-    rows, cols = _grid(len(chosen), max_cols)
-    fig = _new_figure(rows * 3.4 + 0.2)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat[len(chosen):]:
-        ax.set_visible(False)
+    fig, axes, rows, cols = bar_panels(len(chosen), len(chosen), max_cols)
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes.flat, chosen):
         summaries = {name: _summary(methods, name, metric) for name in names}

@@ -405,11 +405,7 @@ def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mappi
     if not metrics:
         return None
     names = [name for name in methods if any(_summary(methods, name, m)[0] is not None for m in metrics)]
-    rows, cols = _grid(len(metrics) + 1, 4)
-    fig = _new_figure(rows * 3.4 + 0.2)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat[len(metrics):]:
-        ax.set_visible(False)
+    fig, axes, rows, cols = bar_panels(len(metrics) + 1, len(metrics), 4)
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes.flat, metrics):
         higher = HIGHER_IS_BETTER[metric]
@@ -437,6 +433,16 @@ def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mappi
 
 
 # ============================================================================ 4. downstream AUROC
+def bar_panels(n_panels: int, n_used: int, max_cols: int):
+    """A figure with a grid of bar panels: (fig, axes, rows, cols); panels past `n_used` hidden."""
+    rows, cols = _grid(n_panels, max_cols)
+    fig = _new_figure(rows * 3.4 + 0.2)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[n_used:]:
+        ax.set_visible(False)
+    return fig, axes, rows, cols
+
+
 def style_bar_axes(ax, names) -> None:
     """Method names as slanted x tick labels, small tick labels, a light horizontal grid."""
     ax.set_xticks(np.arange(len(names)))
