@@ -166,3 +166,19 @@ def test_refined_inversion_is_the_exact_inverse_of_render(diffae, steps, refine,
     assert (recon - x0).abs().max() < (plain - x0).abs().max() / 10
     with pytest.raises(ValueError, match="refine"):
         diffae.ddim_invert(oracle, x0, steps=steps, refine=-1)
+
+
+def test_ddim_from_an_intermediate_step_maps_noised_data_back_to_the_data(diffae):
+    """SDEdit-style partial denoising: x_s ~ q(x_s | x0) has the right marginal, so the deterministic flow from
+    step s lands on the data distribution; start=T-1 is the default path; a bad start is an error."""
+    oracle = GaussianOracle(diffae, MU, S)
+    x0 = MU + S * torch.randn(4000, 1, dtype=torch.float64, generator=gen(7))
+    s = 499
+    x_s = diffae.q_sample(x0, torch.full((len(x0),), s), torch.randn(x0.shape, dtype=torch.float64, generator=gen(8)))
+    out = diffae.ddim_sample(oracle, x_T=x_s, start=s, steps=200)
+    assert abs(float(out.mean()) - MU) < 0.03 and abs(float(out.std()) - S) < 0.03
+    x_T = torch.randn(8, 1, dtype=torch.float64, generator=gen(9))
+    torch.testing.assert_close(diffae.ddim_sample(oracle, x_T=x_T, start=999, steps=20),
+                               diffae.ddim_sample(oracle, x_T=x_T, steps=20))
+    with pytest.raises(ValueError, match="start must be"):
+        diffae.ddim_sample(oracle, x_T=x_T, start=1000, steps=20)

@@ -240,6 +240,7 @@ class Diffusion:
         steps: int = 20,
         eta: float = 0.0,
         x_T: torch.Tensor | None = None,
+        start: int | None = None,
         clip_x0: Range | None = None,
         clamp: Range | None = None,
         generator: torch.Generator | None = None,
@@ -249,6 +250,9 @@ class Diffusion:
     ) -> torch.Tensor:
         """DDIM sampling with `steps` network evaluations and stochasticity `eta` (0 = deterministic).
 
+        `start` (default T − 1): the step `x_T` is at, e.g. an image noised to step `start` by
+        :meth:`q_sample` (SDEdit-style partial denoising); only the visited steps below it follow.
+
         Each step from τ_i to the previous visited step τ_{i-1} (ᾱ = 1 after the last):
         x = √ᾱ_prev · x0̂ + √(1 − ᾱ_prev − σ²) · ε̂ + σ z,
         σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev).
@@ -257,6 +261,10 @@ class Diffusion:
             raise ValueError(f"eta must be >= 0, got {eta}")
         x = self._initial_noise(net, shape, x_T, generator, device, dtype)
         taus = self.ddim_timesteps(steps)
+        if start is not None:
+            if not isinstance(start, int) or not 0 <= start < self.num_timesteps:
+                raise ValueError(f"start must be an integer step in [0, {self.num_timesteps - 1}], got {start!r}")
+            taus = sorted({tau for tau in taus if tau < start} | {start})
         for i in tqdm(range(len(taus) - 1, -1, -1), desc=f"DDIM-{steps}", disable=not progress, leave=False):
             t = torch.full((x.shape[0],), taus[i], device=x.device, dtype=torch.long)
             eps = self.predict_noise(net, x, t, cond)

@@ -1,0 +1,584 @@
+"""Survival analysis of a deviation score (NDA, METHODS.md §3 "Survival").
+
+Input is one table (a DataFrame), one row per subject, with a survival ``time`` (days; > 0), an
+``event`` flag (1 = died, 0 = censored: alive at the last contact), a numeric ``score`` column (e.g. the
+cosine similarity of a patient's latent to the mean healthy latent) and optionally covariates (``age``,
+``sex``, ``site`` ...). Column names are arguments; ``subject_id`` (when present) is only used to name
+the offending subjects in error messages (the row labels otherwise). Built on lifelines (Cox model,
+Kaplan–Meier, log-rank test, proportional-hazards test) and scipy (Kolmogorov–Smirnov test).
+
+Functions
+---------
+- :func:`check_survival_frame`  validates and converts the table (float time, int event, float score);
+  every problem raises :class:`SurvivalDataError` naming the column and up to 5 subjects with their
+  values; fewer than ``min_events`` deaths warns (:class:`SurvivalWarning`): with few events the hazard
+  ratios and their intervals are unreliable (a common rule of thumb asks ≥ 10 events per term).
+- :func:`cox_analysis`  Cox proportional hazards of time on the score (plus covariates):
+  hazard ratio per unit of the score with 95 % CI and Wald p, per SD of the score, the model's
+  concordance index and a proportional-hazards test.
+- :func:`kaplan_meier_split`  Kaplan–Meier curves of the subjects above / at-or-below the median score
+  (or a given threshold) and a log-rank test between the two groups.
+- :func:`ks_split`  two-sample Kolmogorov–Smirnov test on the survival times of the same two groups.
+- :func:`survival_analysis`  all of the above in one flat, JSON-able dict (the NDA report's numbers).
+
+Conventions
+-----------
+*Orientation.* ``hr`` is the hazard ratio for one unit **increase** of the score: for a similarity to
+the healthy mean, HR < 1 means "closer to healthy → lower hazard → longer survival" (the paper: 0.73).
+``c_index`` is lifelines' ``concordance_index_`` of the fitted model, i.e. the concordance of the
+model's predicted survival ordering (minus the partial hazard) with the observed times: 0.5 is chance,
+1 perfect, whatever the sign of the effect. For a score alone with HR < 1 it equals
+``lifelines.utils.concordance_index(time, score, event)``; with HR > 1 it equals the same with
+``-score``.
+
+*Scale.* Scores such as cosine similarities can live in [0.95, 0.99] (SD ≈ 0.01): fitted raw, the
+coefficient per unit is huge (tens) and Newton steps from 0 can fail. The model is therefore always
+fitted on the standardised score z = (score − mean) / SD (SD with ddof = 1, reported as ``score_sd``),
+which only re-parametrises the model (same likelihood, same p, same concordance); the per-unit results
+are converted back exactly: log HR per unit = log HR per SD / SD, so ``hr = hr_per_sd ** (1 / sd)``
+and likewise for the CI bounds (Wald intervals map through the same linear change). Numeric
+covariates are standardised and converted back the same way. A per-unit HR of a tiny-scale score can
+be astronomically small or large; ``log_hr`` is reported beside it, and a bound that overflows a
+float becomes ``None``.
+
+*Covariates.* Numeric columns (and booleans, as 0/1) enter as they are (per unit); text or categorical
+columns (``sex``, ``site``) are dummy-coded with the first level (sorted, or the categorical's first
+category) as reference and dropped, giving terms named ``"sex[M]"``, ``"site[B]"``. A missing
+covariate column, a missing value or a covariate with a single value raises SurvivalDataError.
+
+*Proportional hazards.* ``ph_p`` is the p-value of lifelines' ``proportional_hazard_test`` (scaled
+Schoenfeld residuals against the rank of time, ``time_transform="rank"``) for the score: a small value
+means the hazard ratio changes over time, so a single HR summarises the effect poorly.
+
+*Split.* Kaplan–Meier and KS use the same split: ``high`` = score > threshold (default: the median
+score), ``low`` = the rest; both groups must be non-empty.
+
+*KS on deaths only.* By default the KS test compares the times of the subjects who died
+(``events_only=True``): a censored time is not a survival time, only a lower bound of it (e.g. the date
+the study closed), so mixing censored times in would compare follow-up lengths as much as survival.
+With few deaths the test has little power, and heavy censoring costs it power too (censoring truncates
+the death times of both groups alike: in simulations with a third of the subjects censored it misses
+effects the log-rank test finds easily); with fewer than 2 times in a group it is undefined, and the
+statistic and p are ``None`` with a ``note`` saying why. ``events_only=False`` compares all observed
+times.
+
+*JSON.* Every returned dict holds only Python floats / ints / str / lists / dicts / None, with
+non-finite numbers (an infinite median survival when a group's curve never drops to 0.5, an undefined
+KS test) written as ``None``, so ``json.dumps(result, allow_nan=False)`` works.
+
+>>> result = survival_analysis(table, "similarity", covariates=["age", "sex"])
+>>> result["hr"], result["hr_ci"], result["p"], result["c_index"], result["adjusted"]["hr"]
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "SurvivalDataError",
+    "SurvivalWarning",
+    "check_survival_frame",
+    "cox_analysis",
+    "kaplan_meier_split",
+    "ks_split",
+    "survival_analysis",
+]
+
+MIN_ROWS = 3
+MIN_EVENTS_REQUIRED = 2
+MAX_SHOWN = 5  # offending subjects named in an error message
+_TRUE_STRINGS = {"1", "true"}
+_FALSE_STRINGS = {"0", "false"}
+# internal column names of the design matrix given to lifelines (user names may clash with anything)
+_T, _E, _SCORE = "__time__", "__event__", "__score__"
+
+
+class SurvivalDataError(ValueError):
+    """A survival table that cannot be analysed; the message names the column and the subjects."""
+
+
+class SurvivalWarning(UserWarning):
+    """A survival analysis that runs but whose results deserve caution (few events, convergence)."""
+
+
+# ---------------------------------------------------------------------------------------- checks
+def _subject_ids(frame: pd.DataFrame, subject: str | None) -> tuple[np.ndarray, str]:
+    """The ids naming each row in messages, and what they are ("subject_id" or "row")."""
+    if subject is not None and subject in frame.columns:
+        return frame[subject].to_numpy(dtype=object), str(subject)
+    return frame.index.to_numpy(dtype=object), "row"
+
+
+def _offenders(ids: np.ndarray, kind: str, series: pd.Series, mask: np.ndarray) -> str:
+    """'2 entries: subject_id S3 (time=-1.0), S9 (time=nan)' for the rows where mask is true (5 at most)."""
+    where = np.flatnonzero(mask)
+    raw = [v.item() if isinstance(v, np.generic) else v for v in series.to_numpy(dtype=object)]
+    shown = ", ".join(f"{ids[i]} ({series.name}={raw[i]!r})" for i in where[:MAX_SHOWN])
+    more = f" and {len(where) - MAX_SHOWN} more" if len(where) > MAX_SHOWN else ""
+    return f"{len(where)} {'entry' if len(where) == 1 else 'entries'}: {kind} {shown}{more}"
+
+
+def _missing_mask(series: pd.Series) -> np.ndarray:
+    blank = series.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(dtype=bool)
+    return series.isna().to_numpy(dtype=bool) | blank
+
+
+def _require_column(frame: pd.DataFrame, name: Hashable, role: str) -> None:
+    if name in frame.columns:
+        return
+    columns = [str(c) for c in frame.columns]
+    close = difflib.get_close_matches(str(name), columns, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise SurvivalDataError(
+        f"{role} column {name!r} not found in the survival table{hint} (columns: {columns})"
+    )
+
+
+def _numeric_column(frame: pd.DataFrame, name: Hashable, role: str, ids: np.ndarray, kind: str) -> np.ndarray:
+    """The column as finite float64, or SurvivalDataError naming missing / non-numeric / non-finite rows."""
+    series = frame[name]
+    missing = _missing_mask(series)
+    if missing.any():
+        raise SurvivalDataError(f"{role} column {name!r} has missing values, "
+                                f"{_offenders(ids, kind, series, missing)}")
+    if pd.api.types.is_bool_dtype(series):
+        numeric = series.astype(np.float64)
+    else:
+        numeric = pd.to_numeric(series, errors="coerce")
+    values = numeric.to_numpy(dtype=np.float64)
+    bad = np.isnan(values)
+    if bad.any():
+        raise SurvivalDataError(f"{role} column {name!r} has non-numeric values, "
+                                f"{_offenders(ids, kind, series, bad)}")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise SurvivalDataError(f"{role} column {name!r} has infinite values, "
+                                f"{_offenders(ids, kind, series, bad)}")
+    return values
+
+
+def _event_flag(value: Any) -> int | None:
+    """0 / 1 from True/False, 0/1 (int or float) or "0"/"1"/"true"/"false"; None when not a flag."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return int(value) if value in (0, 1) else None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return 1 if text in _TRUE_STRINGS else 0 if text in _FALSE_STRINGS else None
+    return None
+
+
+def check_survival_frame(
+    frame: pd.DataFrame,
+    score: Hashable | None = None,
+    *,
+    time: Hashable = "time",
+    event: Hashable = "event",
+    subject: Hashable | None = "subject_id",
+    min_events: int = 10,
+) -> pd.DataFrame:
+    """A validated copy of `frame`: float64 `time`, int64 `event` (0/1) and float64 `score` if given.
+
+    Raises SurvivalDataError (naming the column and up to 5 offending subjects with their values) for:
+    a missing column (with a close name suggested), a missing or non-numeric time, a time that is not
+    finite and > 0, a missing event flag or one that is not 0/1 (True/False, 0/1 and "0"/"1" are
+    accepted, also "true"/"false"), a missing or non-finite score, a constant score, fewer than 3
+    rows, or fewer than 2 events. Fewer than `min_events` events warns (SurvivalWarning). Other
+    columns are copied unchanged.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"the survival table must be a pandas DataFrame, got {type(frame).__name__}")
+    _require_column(frame, time, "time")
+    _require_column(frame, event, "event")
+    if score is not None:
+        _require_column(frame, score, "score")
+    ids, kind = _subject_ids(frame, subject)
+
+    times = _numeric_column(frame, time, "time", ids, kind)
+    bad = times <= 0
+    if bad.any():
+        raise SurvivalDataError(f"time column {time!r} must be > 0 (survival time, e.g. days), "
+                                f"{_offenders(ids, kind, frame[time], bad)}")
+
+    raw_events = frame[event]
+    missing = _missing_mask(raw_events)
+    if missing.any():
+        raise SurvivalDataError(f"event column {event!r} has missing values (1 = died, 0 = censored), "
+                                f"{_offenders(ids, kind, raw_events, missing)}")
+    flags = [_event_flag(v) for v in raw_events.to_numpy(dtype=object)]
+    bad = np.array([f is None for f in flags], dtype=bool)
+    if bad.any():
+        raise SurvivalDataError(f"event column {event!r} must be 0/1 (1 = died, 0 = censored) or "
+                                f"True/False, {_offenders(ids, kind, raw_events, bad)}")
+    events = np.asarray(flags, dtype=np.int64)
+
+    out = frame.copy()
+    out[time] = times
+    out[event] = events
+    if score is not None:
+        values = _numeric_column(frame, score, "score", ids, kind)
+        if len(values) and values.min() == values.max():
+            raise SurvivalDataError(f"score column {score!r} is constant ({values[0]!r} for all "
+                                    f"{len(values)} subjects): it cannot predict survival")
+        out[score] = values
+
+    if len(out) < MIN_ROWS:
+        raise SurvivalDataError(f"the survival table has {len(out)} rows; at least {MIN_ROWS} are needed")
+    n_events = int(events.sum())
+    if n_events < MIN_EVENTS_REQUIRED:
+        raise SurvivalDataError(
+            f"event column {event!r} has {n_events} events (deaths) among {len(out)} subjects; at least "
+            f"{MIN_EVENTS_REQUIRED} are needed for a survival analysis"
+        )
+    if n_events < min_events:
+        warnings.warn(
+            f"only {n_events} events (deaths) among {len(out)} subjects (fewer than {min_events}): hazard "
+            "ratios, their confidence intervals and p-values will be unreliable",
+            SurvivalWarning,
+            stacklevel=2,
+        )
+    return out
+
+
+# -------------------------------------------------------------------------------------- helpers
+def _float(value: Any) -> float | None:
+    """A Python float, or None when not finite (JSON has no NaN / inf)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _exp(log_value: float) -> float | None:
+    try:
+        return _float(math.exp(log_value))
+    except OverflowError:
+        return None
+
+
+def _floats(values: Any) -> list[float | None]:
+    return [_float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+def _column_list(covariates: Hashable | Sequence[Hashable] | None) -> list[Hashable]:
+    if covariates is None:
+        return []
+    if isinstance(covariates, str) or not isinstance(covariates, Sequence):
+        return [covariates]
+    return list(covariates)
+
+
+def _covariate_terms(
+    frame: pd.DataFrame, covariates: list[Hashable], ids: np.ndarray, kind: str
+) -> tuple[pd.DataFrame, dict[str, tuple[str, float]]]:
+    """Design columns for the covariates and, per internal column, (term name, scale to per unit).
+
+    Numeric covariates are standardised (scale = SD); dummies of text covariates are left as 0/1.
+    """
+    columns: dict[str, np.ndarray] = {}
+    terms: dict[str, tuple[str, float]] = {}
+    for name in covariates:
+        _require_column(frame, name, "covariate")
+        series = frame[name]
+        missing = _missing_mask(series)
+        if missing.any():
+            raise SurvivalDataError(f"covariate column {name!r} has missing values, "
+                                    f"{_offenders(ids, kind, series, missing)}")
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            values = series.to_numpy(dtype=np.float64)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise SurvivalDataError(f"covariate column {name!r} has infinite values, "
+                                        f"{_offenders(ids, kind, series, bad)}")
+            sd = float(values.std(ddof=1))
+            if not sd > 0:
+                raise SurvivalDataError(f"covariate column {name!r} is constant ({values[0]!r}): its effect "
+                                        "cannot be estimated; leave it out")
+            key = f"__cov{len(columns)}__"
+            columns[key] = (values - values.mean()) / sd
+            terms[key] = (str(name), sd)
+            continue
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            present = set(series.astype(str))
+            levels = [str(c) for c in series.cat.categories if str(c) in present]
+        else:
+            levels = sorted(set(series.astype(str)))
+        if len(levels) < 2:
+            raise SurvivalDataError(f"covariate column {name!r} has a single level ({levels[0]!r}): its effect "
+                                    "cannot be estimated; leave it out")
+        text = series.astype(str).to_numpy()
+        for level in levels[1:]:  # the first level is the reference
+            key = f"__cov{len(columns)}__"
+            columns[key] = (text == level).astype(np.float64)
+            terms[key] = (f"{name}[{level}]", 1.0)
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(frame))), terms
+
+
+def _fit_cox(design: pd.DataFrame):
+    """A fitted lifelines CoxPHFitter; lifelines' convergence warnings re-issued as SurvivalWarning."""
+    from lifelines import CoxPHFitter
+    from lifelines.exceptions import (
+        ConvergenceError,
+        ConvergenceWarning,
+        StatisticalWarning,
+    )
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = CoxPHFitter().fit(design, duration_col=_T, event_col=_E)
+        except ConvergenceError as error:
+            raise SurvivalDataError(
+                "the Cox model did not converge. The score is standardised before fitting, so this is not "
+                "a matter of scale: usually a covariate (or the score) separates the deaths from the "
+                "survivors perfectly, or a covariate level holds only censored or only dead subjects, or "
+                f"there are too few events for the number of terms. lifelines said: {error}"
+            ) from error
+    for record in caught:
+        if issubclass(record.category, (ConvergenceWarning, StatisticalWarning)):
+            warnings.warn(f"Cox model: {record.message}", SurvivalWarning, stacklevel=3)
+        else:
+            warnings.warn(record.message, record.category, stacklevel=3)
+    return model
+
+
+def _ph_pvalues(model, design: pd.DataFrame) -> dict[str, float | None]:
+    from lifelines.statistics import proportional_hazard_test
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lifelines' notes on the test, not about the data
+        summary = proportional_hazard_test(model, design, time_transform="rank").summary
+    return {str(k): _float(v) for k, v in summary["p"].items()}
+
+
+def _term(row: pd.Series, scale: float) -> dict[str, Any]:
+    """hr, hr_ci and p of one term fitted on a variable divided by `scale`, per unit of the original."""
+    return {
+        "hr": _exp(row["coef"] / scale),
+        "hr_ci": [_exp(row["coef lower 95%"] / scale), _exp(row["coef upper 95%"] / scale)],
+        "p": _float(row["p"]),
+    }
+
+
+def _split(checked: pd.DataFrame, score: Hashable, threshold: float | None) -> tuple[np.ndarray, float, str]:
+    values = checked[score].to_numpy(dtype=np.float64)
+    how = "median" if threshold is None else "threshold"
+    cut = float(np.median(values)) if threshold is None else float(threshold)
+    if not math.isfinite(cut):
+        raise SurvivalDataError(f"threshold must be a finite number, got {threshold!r}")
+    high = values > cut
+    if high.all() or not high.any():
+        raise SurvivalDataError(
+            f"splitting score column {score!r} at {cut:.6g} leaves a group empty (scores range from "
+            f"{values.min():.6g} to {values.max():.6g}; high = score > threshold)"
+        )
+    return high, cut, how
+
+
+# ------------------------------------------------------------------------------------ analyses
+def cox_analysis(
+    frame: pd.DataFrame,
+    score: Hashable,
+    covariates: Hashable | Sequence[Hashable] = (),
+    *,
+    time: Hashable = "time",
+    event: Hashable = "event",
+    subject: Hashable | None = "subject_id",
+) -> dict[str, Any]:
+    """Cox proportional hazards of `time` / `event` on `score` (plus `covariates`), lifelines' CoxPHFitter.
+
+    Returns a JSON-able dict: ``hr`` (per unit increase of the score), ``hr_ci`` [lower, upper] (95 %
+    Wald), ``p`` (Wald), ``log_hr`` (per unit), ``hr_per_sd``, ``hr_per_sd_ci``, ``score_sd`` (ddof = 1),
+    ``c_index`` (the model's ``concordance_index_``), ``ph_p`` (proportional-hazards test of the score,
+    rank time transform), ``n``, ``events`` and ``covariates``: term → ``{"hr", "hr_ci", "p", "ph_p"}``
+    (per unit of numeric covariates; dummies against the first level). Fitted on the standardised score
+    (see the module docstring), so the scale of the score never prevents convergence; a lifelines
+    ConvergenceError is re-raised as SurvivalDataError.
+    """
+    checked = check_survival_frame(frame, score, time=time, event=event, subject=subject, min_events=0)
+    ids, kind = _subject_ids(checked, subject)
+    names = _column_list(covariates)
+    for name in names:
+        if name in (score, time, event):
+            raise SurvivalDataError(f"covariate {name!r} is also the score, time or event column")
+    values = checked[score].to_numpy(dtype=np.float64)
+    sd = float(values.std(ddof=1))
+    covariate_design, terms = _covariate_terms(checked, names, ids, kind)
+    design = pd.DataFrame(
+        {_T: checked[time].to_numpy(), _E: checked[event].to_numpy(), _SCORE: (values - values.mean()) / sd}
+    )
+    design = pd.concat([design, covariate_design], axis=1)
+    model = _fit_cox(design)
+    summary = model.summary
+    ph = _ph_pvalues(model, design)
+
+    row = summary.loc[_SCORE]
+    per_unit = _term(row, sd)
+    return {
+        "hr": per_unit["hr"],
+        "hr_ci": per_unit["hr_ci"],
+        "p": per_unit["p"],
+        "log_hr": _float(row["coef"] / sd),
+        "hr_per_sd": _exp(row["coef"]),
+        "hr_per_sd_ci": [_exp(row["coef lower 95%"]), _exp(row["coef upper 95%"])],
+        "score_sd": sd,
+        "c_index": _float(model.concordance_index_),
+        "ph_p": ph.get(_SCORE),
+        "n": len(design),
+        "events": int(design[_E].sum()),
+        "covariates": {
+            term: {**_term(summary.loc[key], scale), "ph_p": ph.get(key)} for key, (term, scale) in terms.items()
+        },
+    }
+
+
+def _km_group(times: np.ndarray, events: np.ndarray, label: str) -> dict[str, Any]:
+    from lifelines import KaplanMeierFitter
+
+    kmf = KaplanMeierFitter().fit(times, events, label=label)
+    ci = kmf.confidence_interval_
+    return {
+        "n": len(times),
+        "events": int(events.sum()),
+        "median_survival": _float(kmf.median_survival_time_),
+        "timeline": _floats(kmf.survival_function_.index),
+        "survival": _floats(kmf.survival_function_.iloc[:, 0]),
+        "ci_lower": _floats(ci.iloc[:, 0]),
+        "ci_upper": _floats(ci.iloc[:, 1]),
+        "censored_times": _floats(np.sort(times[events == 0])),
+    }
+
+
+def kaplan_meier_split(
+    frame: pd.DataFrame,
+    score: Hashable,
+    *,
+    time: Hashable = "time",
+    event: Hashable = "event",
+    threshold: float | None = None,
+    subject: Hashable | None = "subject_id",
+) -> dict[str, Any]:
+    """Kaplan–Meier curves of the high- (score > threshold) and low-score groups, and a log-rank test.
+
+    `threshold` defaults to the median score. Returns ``score`` (the column name), ``split``
+    ("median" or "threshold"), ``threshold``, ``logrank_p``, ``logrank_statistic`` and, for ``"high"``
+    and ``"low"``: ``n``, ``events``, ``median_survival`` (None when the curve never reaches 0.5),
+    the curve (``timeline``, ``survival``, 95 % ``ci_lower`` / ``ci_upper``, lifelines' exponential
+    Greenwood interval) and ``censored_times`` (for censor ticks). Draw it with
+    :func:`neurodiff.reporting.survival_figures.plot_kaplan_meier`.
+    """
+    from lifelines.statistics import logrank_test
+
+    checked = check_survival_frame(frame, score, time=time, event=event, subject=subject, min_events=0)
+    high, cut, how = _split(checked, score, threshold)
+    times = checked[time].to_numpy(dtype=np.float64)
+    events = checked[event].to_numpy(dtype=np.int64)
+    test = logrank_test(times[high], times[~high], events[high], events[~high])
+    return {
+        "score": str(score),
+        "split": how,
+        "threshold": cut,
+        "logrank_p": _float(test.p_value),
+        "logrank_statistic": _float(test.test_statistic),
+        "high": _km_group(times[high], events[high], "high"),
+        "low": _km_group(times[~high], events[~high], "low"),
+    }
+
+
+def ks_split(
+    frame: pd.DataFrame,
+    score: Hashable,
+    *,
+    time: Hashable = "time",
+    event: Hashable = "event",
+    threshold: float | None = None,
+    events_only: bool = True,
+    subject: Hashable | None = "subject_id",
+) -> dict[str, Any]:
+    """Two-sample Kolmogorov–Smirnov test (scipy ``ks_2samp``, two-sided) of survival times, high vs low score.
+
+    Same split as :func:`kaplan_meier_split`. With ``events_only`` (default) only the times of subjects
+    who died enter: censored times are lower bounds, not survival times. Returns ``ks_statistic``,
+    ``ks_p``, ``n_high`` / ``n_low`` (the numbers of times compared), ``events_only``, ``threshold``,
+    ``split`` and ``note``: None, or why the test is undefined (a group with < 2 times; statistic and p
+    are then None).
+    """
+    from scipy.stats import ks_2samp
+
+    checked = check_survival_frame(frame, score, time=time, event=event, subject=subject, min_events=0)
+    high, cut, how = _split(checked, score, threshold)
+    times = checked[time].to_numpy(dtype=np.float64)
+    keep = checked[event].to_numpy(dtype=np.int64) == 1 if events_only else np.ones(len(times), dtype=bool)
+    a, b = times[high & keep], times[~high & keep]
+    result: dict[str, Any] = {
+        "ks_statistic": None,
+        "ks_p": None,
+        "n_high": len(a),
+        "n_low": len(b),
+        "events_only": bool(events_only),
+        "threshold": cut,
+        "split": how,
+        "note": None,
+    }
+    if min(len(a), len(b)) < 2:
+        what = "deaths" if events_only else "times"
+        result["note"] = (f"KS test undefined: the high-score group has {len(a)} and the low-score group "
+                          f"{len(b)} {what}; each needs at least 2")
+        return result
+    test = ks_2samp(a, b)
+    result["ks_statistic"] = _float(test.statistic)
+    result["ks_p"] = _float(test.pvalue)
+    return result
+
+
+def survival_analysis(
+    frame: pd.DataFrame,
+    score: Hashable,
+    covariates: Hashable | Sequence[Hashable] = (),
+    *,
+    time: Hashable = "time",
+    event: Hashable = "event",
+    min_events: int = 10,
+    subject: Hashable | None = "subject_id",
+) -> dict[str, Any]:
+    """The NDA survival report of one score: checks, unadjusted Cox, Kaplan–Meier split, KS test.
+
+    Returns one flat JSON-able dict: ``hr``, ``hr_ci``, ``p``, ``hr_per_sd``, ``hr_per_sd_ci``,
+    ``score_sd``, ``c_index``, ``ph_p`` (unadjusted Cox on the score alone), ``logrank_p``,
+    ``ks_statistic``, ``ks_p``, ``ks_note`` (median split; KS on deaths only), ``n``, ``events``,
+    ``threshold`` (the median score), ``km`` (the :func:`kaplan_meier_split` dict, for plotting) and,
+    when covariates are given, ``adjusted`` (the :func:`cox_analysis` dict with them). Warns
+    (SurvivalWarning) once when there are fewer than `min_events` events.
+    """
+    checked = check_survival_frame(frame, score, time=time, event=event, subject=subject, min_events=min_events)
+    keys: dict[str, Any] = {"time": time, "event": event, "subject": subject}
+    cox = cox_analysis(checked, score, **keys)
+    km = kaplan_meier_split(checked, score, **keys)
+    ks = ks_split(checked, score, threshold=km["threshold"], **keys)
+    result: dict[str, Any] = {
+        key: cox[key]
+        for key in ("hr", "hr_ci", "p", "hr_per_sd", "hr_per_sd_ci", "score_sd", "c_index", "ph_p")
+    }
+    result.update(
+        logrank_p=km["logrank_p"],
+        ks_statistic=ks["ks_statistic"],
+        ks_p=ks["ks_p"],
+        ks_note=ks["note"],
+        n=cox["n"],
+        events=cox["events"],
+        threshold=km["threshold"],
+    )
+    names = _column_list(covariates)
+    if names:
+        result["adjusted"] = cox_analysis(checked, score, names, **keys)
+    result["km"] = km
+    return result
