@@ -28,3 +28,17 @@ def tiny_image_cohort(tmp_path_factory):
     frame = read_manifest(folder / "manifest.csv")
     images, _ = load_images(frame)
     return folder / "manifest.csv", frame, images
+
+
+@pytest.fixture(scope="session")
+def tiny_patient_cohort(tmp_path_factory):
+    """A synthetic cohort with ALS-like patients: 32×32 slices, two sites, 40 controls and 30 patients
+    (severity, survival time and event known). Returns (manifest path, checked manifest frame, images)."""
+    from neurodiff.data.synthetic_images import ImageCohortConfig, generate_image_cohort
+
+    folder = tmp_path_factory.mktemp("tiny-patient-cohort") / "cohort"
+    config = ImageCohortConfig.quick(size=32, n_sites=2, n_controls=40, n_travellers=0, n_patients=30)
+    generate_image_cohort(config, folder, progress=False)
+    frame = read_manifest(folder / "manifest.csv")
+    images, _ = load_images(frame)
+    return folder / "manifest.csv", frame, images

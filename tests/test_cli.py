@@ -22,7 +22,7 @@ def test_version_and_help():
 
 @pytest.mark.parametrize(
     "args,issue",
-    [(["normative", "survival"], 7), (["preprocess", "run"], 8)],
+    [(["preprocess", "run"], 8)],
 )
 def test_groups_not_built_say_so_and_fail(args, issue):
     result = runner.invoke(app, args)

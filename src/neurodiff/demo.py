@@ -30,7 +30,7 @@ NOT_BUILT = {
     "the SECONDGRAM stage of this demo (the commands `neurodiff impute fit|predict|benchmark` exist)": 4,
     "diffusion autoencoder core (DiffAE)": 5,
     "multi-site harmonisation, DDAE (neurodiff harmonize)": 6,
-    "normative modelling and survival, NDA (neurodiff normative)": 7,
+    "the NDA normative stage of this demo (the commands `neurodiff normative fit|score|survival|benchmark` exist)": 9,
     "preprocessing of real T1 scans (neurodiff preprocess)": 8,
 }
 

@@ -38,9 +38,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurodiff.base import Estimator
-from neurodiff.baselines.combat import check_harmonisation_inputs, fit_site_encoding, site_index
+from neurodiff.baselines.combat import (
+    check_harmonisation_inputs,
+    fit_site_encoding,
+    site_index,
+)
 from neurodiff.data.covariates import CovariateEncoding
-from neurodiff.nets.diffae_blocks import Downsample, ResBlock, Upsample, conv, group_norm
+from neurodiff.nets.diffae_blocks import (
+    Downsample,
+    ResBlock,
+    Upsample,
+    conv,
+    group_norm,
+)
 from neurodiff.training import TensorData, Trainer, resolve_device, seed_everything
 
 _CHUNK = 256  # images per forward pass at transform
@@ -167,18 +177,10 @@ class ConditionalVAE(Estimator):
         self.progress = progress
 
     def _check_hyperparameters(self) -> None:
-        for name in ("latent_dim", "base_channels", "levels", "batch_size", "max_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        check_cvae_hyperparameters(self)
 
     def _build(self) -> ConditionalVAENet:
-        return ConditionalVAENet(tuple(self.image_shape_[1:]), self.encoding_.width, latent_dim=self.latent_dim,
-                                 base_channels=self.base_channels, levels=self.levels)
+        return build_cvae_net(self)
 
     # ------------------------------------------------------------------ fit
     def fit(self, images: Any, covariates: pd.DataFrame) -> ConditionalVAE:
@@ -189,16 +191,7 @@ class ConditionalVAE(Estimator):
             raise ValueError(f"need at least two images to train on, got {len(x)}")
         self.encoding_ = fit_site_encoding(covariates)
         self.sites_ = list(self.encoding_.categories("site"))
-        self.image_shape_ = tuple(x.shape[1:])
-        seed_everything(self.seed)
-        net = self._build()
-        data = TensorData(x=_scaled(x), c=torch.as_tensor(self.encoding_.transform(covariates)))
-        trainer = Trainer(max_steps=self.max_steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                          device=self.device, progress=self.progress, description="ConditionalVAE")
-        beta = float(self.beta)
-        result = trainer.fit(net, lambda m, batch, g: vae_loss(m, batch["x"], batch["c"], beta, g), data)
-        self.net_, self.history_ = result.model.eval(), result.history
-        self.is_fitted_ = True
+        train_cvae(self, x, covariates)
         return self
 
     # ------------------------------------------------------------------ transform
@@ -232,6 +225,44 @@ class ConditionalVAE(Estimator):
         self.sites_ = list(self.encoding_.categories("site"))
         self.image_shape_ = tuple(int(v) for v in statistics["image_shape"])
         self.net_, self.history_ = self._build(), None
+
+
+# ---------------------------------------------------------------- shared by the cVAE estimators
+
+
+def check_cvae_hyperparameters(estimator) -> None:
+    """ValueError naming a bad hyperparameter of a cVAE estimator (this one or the normative one)."""
+    for name in ("latent_dim", "base_channels", "levels", "batch_size", "max_steps"):
+        value = getattr(estimator, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not estimator.beta >= 0:
+        raise ValueError(f"beta must be >= 0, got {estimator.beta!r}")
+    if not estimator.lr > 0:
+        raise ValueError(f"lr must be positive, got {estimator.lr!r}")
+
+
+def build_cvae_net(estimator) -> ConditionalVAENet:
+    """The estimator's network, from its hyperparameters, ``image_shape_`` and ``encoding_``."""
+    return ConditionalVAENet(tuple(estimator.image_shape_[1:]), estimator.encoding_.width,
+                             latent_dim=estimator.latent_dim, base_channels=estimator.base_channels,
+                             levels=estimator.levels)
+
+
+def train_cvae(estimator, x: np.ndarray, covariates: pd.DataFrame) -> None:
+    """Train the estimator's cVAE on images in [0, 1] and its fitted covariate encoding; sets ``image_shape_``,
+    ``net_``, ``history_`` and ``is_fitted_``."""
+    estimator.image_shape_ = tuple(x.shape[1:])
+    seed_everything(estimator.seed)
+    net = build_cvae_net(estimator)
+    data = TensorData(x=_scaled(x), c=torch.as_tensor(estimator.encoding_.transform(covariates)))
+    trainer = Trainer(max_steps=estimator.max_steps, batch_size=estimator.batch_size, lr=estimator.lr,
+                      seed=estimator.seed, device=estimator.device, progress=estimator.progress,
+                      description=type(estimator).__name__)
+    beta = float(estimator.beta)
+    result = trainer.fit(net, lambda m, batch, g: vae_loss(m, batch["x"], batch["c"], beta, g), data)
+    estimator.net_, estimator.history_ = result.model.eval(), result.history
+    estimator.is_fitted_ = True
 
 
 def _scaled(x: np.ndarray) -> torch.Tensor:

@@ -10,7 +10,7 @@ import typer
 
 from neurodiff import __version__
 from neurodiff.cli import demo as demo_cmd
-from neurodiff.cli import harmonize, impute
+from neurodiff.cli import harmonize, impute, normative
 from neurodiff.cli import synth
 from neurodiff.cli.not_built import not_built_group
 
@@ -49,12 +49,7 @@ app.add_typer(
 )
 app.add_typer(impute.app, name="impute")
 app.add_typer(harmonize.app, name="harmonize")
-app.add_typer(
-    not_built_group(
-        "normative", ["fit", "score", "survival", "benchmark"], issue=7, what="NDA normative modelling"
-    ),
-    name="normative",
-)
+app.add_typer(normative.app, name="normative")
 app.command("demo")(demo_cmd.demo)
 
 

@@ -70,7 +70,7 @@ def apply(
     Example:  neurodiff harmonize apply --model ddae-model --manifest cohort/manifest.csv --target-site site0 --out harmonised
     """
     from neurodiff.atomic import atomic_dir
-    from neurodiff.data.image_manifest import load_images, read_manifest, save_like
+    from neurodiff.data.image_manifest import image_stem, load_images, read_manifest, save_like
     from neurodiff.methods.harmonization import DisentangledDiffAE
 
     try:
@@ -92,7 +92,7 @@ def apply(
             rows["source_path"] = frame["resolved_path"]
             names = []
             for i, source in enumerate(frame["resolved_path"]):
-                name = f"images/{i:05d}_{_stem(source)}_harmonized.nii.gz"
+                name = f"images/{i:05d}_{image_stem(source)}_harmonized.nii.gz"
                 (tmp / "images").mkdir(exist_ok=True)
                 save_like(harmonised[i], source, tmp / name)
                 names.append(name)
@@ -102,14 +102,6 @@ def apply(
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         _fail(error)
     typer.echo(f"Wrote {len(images)} harmonised images and manifest.csv to {out}")
-
-
-def _stem(path: str) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 @app.command("benchmark")

@@ -274,6 +274,15 @@ def _load_one(path: str, spatial_dims: int | None) -> tuple[np.ndarray, np.ndarr
 # ---------------------------------------------------------------- writing
 
 
+def image_stem(path: str | os.PathLike) -> str:
+    """A NIfTI file's name without ``.nii.gz`` / ``.nii`` (for naming outputs derived from it)."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def save_like(data: np.ndarray, reference_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """Write `data` as a float32 NIfTI with the affine and header of the reference image, atomically.
 

@@ -1,0 +1,283 @@
+"""The normative benchmark: NDA and its generative and non-generative benchmarks, scored against survival.
+
+Per seed, the control subjects are split (seeded, by subject) into training and held-out controls.
+Every method is fitted on the training controls only, then scores the held-out controls (one image
+per subject) and every patient. On the patients, :func:`~neurodiff.evaluation.survival.survival_analysis`
+fits a Cox model of survival on the score (hazard ratio per unit and per SD, concordance, the
+proportional-hazards check), splits the patients at the median score for Kaplan–Meier curves and a
+log-rank test, and compares the survival times of the two halves with a Kolmogorov–Smirnov test.
+
+Methods (names in results.json), each with the direction of its score:
+
+- ``nda``: NDA's cosine similarity to the mean healthy latent (higher = more normal), the paper's score;
+- ``nda_mahalanobis``: the Mahalanobis distance of the same model's latent (higher = more deviant);
+- ``nda_no_age``: the same autoencoder without age conditioning, cosine similarity;
+- ``cvae``: a normative conditional VAE, Mahalanobis distance of the posterior mean;
+- ``regression_z``: normative regression of regional measures on age and sex, RMS of the z-scores;
+- ``brain_age_gap``: age predicted from the image minus the real age, bias-corrected;
+- ``oracle_severity`` (only when the manifest has ``true_severity``, as the embedded cohort does): the
+  planted severity itself, the ceiling any score can reach on these patients. Not a method.
+
+Besides the survival metrics, every method gets ``auroc_patients`` (how well its score separates
+patients from held-out controls, oriented by the score's direction) and, with a ``true_severity``
+column, ``spearman_severity`` (Spearman correlation of the score, oriented so that positive means
+"more deviant", with the planted severity among patients).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from neurodiff.methods.normative import CONTROL_GROUPS
+
+ALL_METHODS = ("nda", "nda_mahalanobis", "nda_no_age", "cvae", "regression_z", "brain_age_gap")
+ORACLE = "oracle_severity"
+SEVERITY = "true_severity"
+
+#: Direction of each score: True when higher means more normal.
+HIGHER_IS_NORMAL = {"nda": True, "nda_mahalanobis": False, "nda_no_age": True, "cvae": False,
+                    "regression_z": False, "brain_age_gap": False, ORACLE: False}
+
+#: Direction of each metric in the report (None: not ranked).
+HIGHER_IS_BETTER = {"c_index": True, "p": False, "logrank_p": False, "ks_statistic": True, "ks_p": False,
+                    "auroc_patients": True, "spearman_severity": True, "hr_per_sd": None, "hr": None,
+                    "ph_p": None, "hr_ci_excludes_1": True}
+
+#: The per-seed survival numbers kept for each method.
+SURVIVAL_METRICS = ("hr", "hr_per_sd", "p", "c_index", "ph_p", "logrank_p", "ks_statistic", "ks_p")
+
+
+@dataclass(frozen=True)
+class NormativeBenchmarkConfig:
+    """What the benchmark runs. :meth:`quick` sizes it for CPU minutes per method and seed."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ALL_METHODS
+    heldout_fraction: float = 0.3
+    nda_preset: str = "paper"
+    nda_steps: int | None = None
+    cvae_steps: int = 5000
+    survival_covariates: tuple[str, ...] = ("age", "sex")
+    deviation_examples: int = 4
+    device: str = "cpu"
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> NormativeBenchmarkConfig:
+        return replace(cls(nda_preset="quick", cvae_steps=1500), **overrides)
+
+    def check(self, frame: pd.DataFrame) -> None:
+        unknown = sorted(set(self.methods) - set(ALL_METHODS))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        if not 0 < self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction must be between 0 and 1, got {self.heldout_fraction}")
+        for column in ("group", "age", "sex", "time", "event"):
+            if column not in frame.columns:
+                raise ValueError(f"the normative benchmark needs a {column!r} column in the manifest "
+                                 "(group: control / patient; time: survival days and event: 1 = died, for patients)")
+        controls, patients = groups(frame)
+        if controls.sum() < 10 or patients.sum() < 3:
+            raise ValueError(f"the normative benchmark needs at least 10 controls and 3 patients; the manifest has "
+                             f"{int(controls.sum())} controls and {int(patients.sum())} patients")
+
+
+def groups(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (controls, patients) from the ``group`` column; other values are an error."""
+    group = frame["group"].astype("string").str.strip().str.lower()
+    controls = group.isin(CONTROL_GROUPS).fillna(False).to_numpy(bool)
+    patients = group.eq("patient").fillna(False).to_numpy(bool)
+    other = ~(controls | patients)
+    if other.any():
+        values = sorted({str(v) for v in frame.loc[other, "group"]})
+        raise ValueError(f"column 'group' has values {values} (subjects "
+                         f"{', '.join(frame.loc[other, 'subject_id'].astype(str).head(5))}); use control or patient")
+    return controls, patients
+
+
+def split_controls(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (training controls, held-out controls: one image per subject), seeded by subject."""
+    controls, _ = groups(frame)
+    subjects = frame["subject_id"].astype(str).to_numpy()
+    unique = np.unique(subjects[controls])
+    held = set(np.random.default_rng(seed).choice(unique, int(round(fraction * len(unique))), replace=False))
+    in_held = controls & np.isin(subjects, list(held))
+    train = np.flatnonzero(controls & ~in_held)
+    heldout = frame.iloc[np.flatnonzero(in_held)].drop_duplicates("subject_id").index.to_numpy()
+    return train, np.asarray([frame.index.get_loc(i) for i in heldout], dtype=int)
+
+
+# ---------------------------------------------------------------- scorers behind one interface
+
+
+#: The NDA scores: method → (the model it comes from, the score column of NormativeDiffAE.score).
+NDA_SCORES = {"nda": ("nda", "similarity"), "nda_mahalanobis": ("nda", "mahalanobis"),
+              "nda_no_age": ("nda_no_age", "similarity")}
+
+
+def make_scorer(method: str, config: NormativeBenchmarkConfig, seed: int, affine: np.ndarray):
+    """An object with ``fit(images, covariates)`` and ``score(images, covariates)`` (for the NDA models a
+    NormativeDiffAE, whose ``fit`` takes the manifest rows first and whose ``score`` returns a frame)."""
+    if method in ("nda", "nda_no_age"):
+        from neurodiff.methods.normative import NormativeDiffAE
+
+        params = dict(seed=seed, device=config.device, progress=config.progress, calibration_fraction=0.0)
+        if method == "nda_no_age":
+            params["encoder_covariates"] = ()
+        if config.nda_steps is not None:
+            params["max_steps"] = config.nda_steps
+        return NormativeDiffAE.preset(config.nda_preset, **params)
+    if method == "cvae":
+        from neurodiff.baselines.normative_cvae import NormativeCVAE
+
+        return NormativeCVAE(max_steps=config.cvae_steps, seed=seed, device=config.device, progress=config.progress)
+    if method == "regression_z":
+        from neurodiff.baselines.normative_regression import NormativeRegression
+
+        return NormativeRegression(affine)
+    if method == "brain_age_gap":
+        from neurodiff.baselines.brain_age import BrainAgeModel
+
+        return BrainAgeModel(seed=seed)
+    raise ValueError(f"unknown method {method!r}")
+
+
+# ---------------------------------------------------------------- one seed
+
+
+def run_seed(frame: pd.DataFrame, images: np.ndarray, affine: np.ndarray, config: NormativeBenchmarkConfig,
+             seed: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit every method on this seed's training controls, score, and analyse survival on the patients."""
+    from neurodiff.evaluation.survival import survival_analysis
+
+    frame = frame.reset_index(drop=True)
+    train, heldout = split_controls(frame, config.heldout_fraction, seed)
+    _, patients_mask = groups(frame)
+    patients = np.flatnonzero(patients_mask)
+    train_frame = frame.iloc[train].reset_index(drop=True)
+    scored = np.concatenate([heldout, patients])
+    scored_frame = frame.iloc[scored].reset_index(drop=True)
+    is_patient = np.r_[np.zeros(len(heldout), bool), np.ones(len(patients), bool)]
+    metrics: dict[str, dict[str, float]] = {}
+    scores: dict[str, np.ndarray] = {}
+    analyses: dict[str, dict[str, Any]] = {}
+    training: dict[str, dict[str, float]] = {}
+    models: dict[str, Any] = {}
+    for method in config.methods:
+        started = time.perf_counter()
+        key, column = NDA_SCORES.get(method, (method, None))
+        if key not in models:
+            log(f"[seed {seed}] {key}: fitting on {len(train)} control images")
+            model = make_scorer(key, config, seed, affine)
+            model.fit(train_frame, images[train]) if column else model.fit(images[train], train_frame)
+            models[key] = model
+        fit_seconds = time.perf_counter() - started
+        raw = models[key].score(images[scored], scored_frame)
+        values = np.asarray(raw[column] if column else raw, dtype=np.float64)
+        training[method] = {"fit_seconds": fit_seconds, "score_seconds": time.perf_counter() - started - fit_seconds}
+        scores[method] = values
+        metrics[method], analyses[method] = _evaluate(method, values, scored_frame, is_patient, config,
+                                                      survival_analysis)
+        log(f"[seed {seed}] {method}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics[method].items()
+                                                   if k in ("hr_per_sd", "c_index", "logrank_p", "spearman_severity")))
+    if SEVERITY in frame.columns:
+        values = scored_frame[SEVERITY].astype(float).fillna(0.0).to_numpy()
+        scores[ORACLE] = values
+        metrics[ORACLE], analyses[ORACLE] = _evaluate(ORACLE, values, scored_frame, is_patient, config,
+                                                      survival_analysis)
+    return {"metrics": metrics, "scores": scores, "analyses": analyses, "scored_frame": scored_frame,
+            "is_patient": is_patient, "training": training, "nda": models.get("nda"),
+            "n_train": len(train), "n_heldout": len(heldout), "n_patients": len(patients),
+            "scored_images": images[scored]}
+
+
+def _evaluate(method, values, scored_frame, is_patient, config, survival_analysis) -> tuple[dict, dict]:
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    deviance = -values if HIGHER_IS_NORMAL[method] else values
+    out: dict[str, float] = {"auroc_patients": float(roc_auc_score(is_patient, deviance))}
+    patients = scored_frame[is_patient].assign(score=values[is_patient]).reset_index(drop=True)
+    if SEVERITY in patients.columns:
+        out["spearman_severity"] = float(spearmanr(deviance[is_patient], patients[SEVERITY].astype(float))[0])
+    # covariates that vary among the patients (a single site or sex cannot enter a Cox model)
+    covariates = [c for c in config.survival_covariates if c in patients.columns and patients[c].nunique() > 1]
+    analysis = survival_analysis(patients, "score", covariates)
+    for key in SURVIVAL_METRICS:
+        out[key] = _number(analysis.get(key))
+    low, high = analysis["hr_per_sd_ci"]
+    out["hr_per_sd_ci_low"], out["hr_per_sd_ci_high"] = float(low), float(high)
+    out["hr_ci_excludes_1"] = float(high < 1 or low > 1)
+    if "adjusted" in analysis:
+        out["hr_per_sd_adjusted"] = _number(analysis["adjusted"].get("hr_per_sd"))
+        out["p_adjusted"] = _number(analysis["adjusted"].get("p"))
+    return out, analysis
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+# ---------------------------------------------------------------- all seeds
+
+
+def run_benchmark(frame: pd.DataFrame, images: np.ndarray, affine: np.ndarray, config: NormativeBenchmarkConfig,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every seed; per-seed values gathered per method and metric, the Cox CIs, and the first seed's artefacts."""
+    config.check(frame)
+    per_seed: dict[str, dict[str, list[float]]] = {}
+    hr_ci: dict[str, list[list[float]]] = {}
+    first: dict[str, Any] | None = None
+    sizes, training = [], []
+    for seed in config.seeds:
+        result = run_seed(frame, images, affine, config, seed, log=log)
+        if first is None:
+            first = result
+            first["deviation"] = _deviation_examples(result, config)
+        for method, values in result["metrics"].items():
+            for metric, value in values.items():
+                per_seed.setdefault(method, {}).setdefault(metric, []).append(float(value))
+            hr_ci.setdefault(method, []).append(list(result["analyses"][method]["hr_ci"]))
+        sizes.append({"seed": seed, "n_train_controls": result["n_train"], "n_heldout_controls": result["n_heldout"],
+                      "n_patients": result["n_patients"]})
+        training.append({"seed": seed, **result["training"]})
+    return {"per_seed": per_seed, "hr_ci": hr_ci, "first": first, "sizes": sizes, "training": training,
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}}
+
+
+def attach_hr_ci(document: dict[str, Any], hr_ci: dict[str, list[list[float]]]) -> dict[str, Any]:
+    """Add each method's per-seed Cox 95 % CI of the HR per unit (``hr_ci``) to a results document."""
+    for method, intervals in hr_ci.items():
+        logs = np.log(np.asarray([[np.nan if v is None else v for v in pair] for pair in intervals], dtype=np.float64))
+        document["methods"][method]["hr_ci"] = {
+            "per_seed": intervals, "geometric_mean": [_finite_or_none(np.exp(logs[:, 0].mean())),
+                                                      _finite_or_none(np.exp(logs[:, 1].mean()))]}
+    return document
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _deviation_examples(result: dict[str, Any], config: NormativeBenchmarkConfig) -> dict[str, Any] | None:
+    """NDA's deviation maps for the patients of lowest and highest similarity (first seed)."""
+    model = result.get("nda")
+    if model is None or not config.deviation_examples:
+        return None
+    rows = np.flatnonzero(result["is_patient"])
+    order = rows[np.argsort(result["scores"]["nda"][rows])]
+    k = max(1, config.deviation_examples // 2)
+    chosen = np.r_[order[-k:][::-1], order[:k]]
+    images = result["scored_images"][chosen]
+    frame = result["scored_frame"].iloc[chosen].reset_index(drop=True)
+    maps, healthy = model.deviation_maps(images, frame)
+    return {"images": images, "healthy": healthy, "maps": maps, "frame": frame,
+            "similarity": result["scores"]["nda"][chosen]}

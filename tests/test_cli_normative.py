@@ -1,0 +1,112 @@
+"""`neurodiff normative fit|score|survival|benchmark` on the tiny cohort with patients (32×32)."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from neurodiff.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_patient_cohort, tmp_path_factory):
+    """A 2-step quick model and its scores.csv (with deviation maps) for the whole cohort."""
+    manifest, _, _ = tiny_patient_cohort
+    folder = tmp_path_factory.mktemp("nda-cli")
+    result = runner.invoke(app, ["normative", "fit", "--manifest", str(manifest), "--controls-only", "--quick",
+                                 "--steps", "2", "--out", str(folder / "model")])
+    assert result.exit_code == 0, result.output
+    before = {p: p.read_bytes() for p in manifest.parent.rglob("*.nii.gz")}
+    result = runner.invoke(app, ["normative", "score", "--model", str(folder / "model"), "--manifest", str(manifest),
+                                 "--out", str(folder / "scores"), "--maps"])
+    assert result.exit_code == 0, result.output
+    assert {p: p.read_bytes() for p in manifest.parent.rglob("*.nii.gz")} == before  # inputs untouched
+    return folder
+
+
+def test_fit_refuses_patients_and_writes_nothing(tiny_patient_cohort, tmp_path):
+    manifest, _, _ = tiny_patient_cohort
+    result = runner.invoke(app, ["normative", "fit", "--manifest", str(manifest), "--quick", "--steps", "2",
+                                 "--out", str(tmp_path / "model")])
+    assert result.exit_code == 2 and "healthy controls only" in result.output and "'patient'" in result.output
+    assert not (tmp_path / "model").exists()
+
+
+def test_score_writes_scores_and_deviation_maps(scored, tiny_patient_cohort):
+    _, frame, _ = tiny_patient_cohort
+    table = pd.read_csv(scored / "scores" / "scores.csv")
+    assert len(table) == len(frame)
+    for column in ("subject_id", "group", "time", "event", "similarity", "similarity_percentile", "similarity_z",
+                   "mahalanobis", "mahalanobis_z", "deviation_path"):
+        assert column in table.columns
+    assert table["similarity"].between(-1, 1).all() and table["similarity_percentile"].between(0, 100).all()
+    deviation = nib.load(scored / "scores" / table["deviation_path"][0])
+    source = nib.load(frame["resolved_path"][0])
+    assert deviation.shape == source.shape and np.allclose(deviation.affine, source.affine)
+
+
+def test_survival_on_the_scores_writes_the_cox_km_and_ks_results(scored, tiny_patient_cohort):
+    manifest, frame, _ = tiny_patient_cohort
+    out = scored / "survival"
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(scored / "scores" / "scores.csv"),
+                                 "--manifest", str(manifest), "--covariates", "age,sex", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "results.json").read_text())
+    analysis = document["result"]
+    assert analysis["n"] == int(frame["group"].eq("patient").sum())
+    for key in ("hr", "hr_ci", "p", "hr_per_sd", "c_index", "logrank_p", "ks_statistic", "ks_p", "adjusted"):
+        assert key in analysis
+    assert (out / "km.png").stat().st_size > 1000 and "Cox" in (out / "report.html").read_text()
+
+
+def test_survival_names_bad_times_and_missing_events(scored, tmp_path):
+    table = pd.read_csv(scored / "scores" / "scores.csv")
+    patient = table.index[table["group"].eq("patient")][0]
+    bad = table.copy()
+    bad.loc[patient, "time"] = -5
+    bad.to_csv(tmp_path / "bad_time.csv", index=False)
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(tmp_path / "bad_time.csv"),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and table["subject_id"][patient] in result.output and "time" in result.output
+    bad = table.copy()
+    bad.loc[patient, "event"] = np.nan
+    bad.to_csv(tmp_path / "bad_event.csv", index=False)
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(tmp_path / "bad_event.csv"),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and table["subject_id"][patient] in result.output and "event" in result.output
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(scored / "scores" / "scores.csv"),
+                                 "--score-column", "simlarity", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "simlarity" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_survival_warns_when_events_are_few(scored, tmp_path):
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(scored / "scores" / "scores.csv"),
+                                 "--min-events", "1000", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "events" in result.output
+
+
+def test_benchmark_writes_every_method_and_the_survival_keys(tiny_patient_cohort, tmp_path):
+    manifest, _, _ = tiny_patient_cohort
+    out = tmp_path / "bench"
+    result = runner.invoke(app, ["normative", "benchmark", "--manifest", str(manifest), "--quick", "--seeds", "1",
+                                 "--steps", "2", "--baseline-steps", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "results.json").read_text())
+    assert set(document["methods"]) == {"nda", "nda_mahalanobis", "nda_no_age", "cvae", "regression_z",
+                                        "brain_age_gap", "oracle_severity"}
+    for values in document["methods"].values():
+        for key in ("hr", "hr_ci", "p", "c_index", "ks_statistic", "ks_p", "logrank_p", "spearman_severity"):
+            assert key in values
+    # the planted severity as a score: perfectly ordered with itself, and every patient above every control
+    oracle = document["methods"]["oracle_severity"]
+    assert oracle["spearman_severity"]["mean"] == pytest.approx(1.0) and oracle["auroc_patients"]["mean"] == 1.0
+    report = (out / "report.html").read_text()
+    assert "Cox proportional hazards" in report and "kaplan_meier.png" in report
+    assert (out / "kaplan_meier.png").exists() and (out / "deviation_maps.png").exists()
