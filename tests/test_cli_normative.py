@@ -110,3 +110,16 @@ def test_benchmark_writes_every_method_and_the_survival_keys(tiny_patient_cohort
     report = (out / "report.html").read_text()
     assert "Cox proportional hazards" in report and "kaplan_meier.png" in report
     assert (out / "kaplan_meier.png").exists() and (out / "deviation_maps.png").exists()
+
+
+def test_control_split_is_by_subject_one_image_per_held_out_subject_and_never_patients():
+    from neurodiff.evaluation.normative_benchmark import split_controls
+
+    frame = pd.DataFrame({"subject_id": ["a", "a", "b", "b", "c", "d", "e", "f", "p1", "p2"],
+                          "group": ["control"] * 8 + ["patient"] * 2})
+    train, held = split_controls(frame, 0.5, seed=0)
+    assert np.array_equal(held, split_controls(frame, 0.5, seed=0)[1])
+    subjects = frame["subject_id"].to_numpy()
+    assert len(held) == 3 and len(set(subjects[held])) == 3  # 3 of the 6 control subjects, one image each
+    assert not set(subjects[train]) & set(subjects[held])
+    assert frame["group"].iloc[np.r_[train, held]].eq("control").all()

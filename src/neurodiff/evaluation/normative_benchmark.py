@@ -111,8 +111,9 @@ def split_controls(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[np.
     held = set(np.random.default_rng(seed).choice(unique, int(round(fraction * len(unique))), replace=False))
     in_held = controls & np.isin(subjects, list(held))
     train = np.flatnonzero(controls & ~in_held)
-    heldout = frame.iloc[np.flatnonzero(in_held)].drop_duplicates("subject_id").index.to_numpy()
-    return train, np.asarray([frame.index.get_loc(i) for i in heldout], dtype=int)
+    held_rows = np.flatnonzero(in_held)
+    _, first_image = np.unique(subjects[held_rows], return_index=True)
+    return train, np.sort(held_rows[first_image])
 
 
 # ---------------------------------------------------------------- scorers behind one interface
