@@ -7,8 +7,12 @@ PY     := $(VENV)/bin/python
 # torch comes first and pinned: a bare `torch` requirement would pull several GB of CUDA packages.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.neurodiff-installed
+# The preprocessing tests use pycortex's subject S1 (a real head with skull, shipped in its sdist);
+# only its data is needed, so it is installed without its many dependencies.
+PYCORTEX ?= pycortex==1.4.0
+TEST_STAMP := $(VENV)/.neurodiff-test-data
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench bench-preprocess clean
 
 install: $(STAMP)
 
@@ -21,14 +25,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/neurodiff demo --out demo-output
 
-test: $(STAMP)
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --no-deps "$(PYCORTEX)"
+	@touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(TEST_STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
 	$(PY) benchmarks/engine_speed.py --out benchmarks/results/engine_speed
+
+bench-preprocess: $(TEST_STAMP)
+	$(PY) benchmarks/preprocess_speed.py --out benchmarks/results/preprocess_speed
 
 clean:
 	rm -rf $(VENV) demo-output build src/*.egg-info .pytest_cache

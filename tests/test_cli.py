@@ -1,11 +1,9 @@
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from neurodiff import __version__
 from neurodiff.cli import app
-from neurodiff.cli.not_built import NOT_BUILT_EXIT_CODE
 
 runner = CliRunner()
 
@@ -18,16 +16,6 @@ def test_version_and_help():
     for group in ("synth", "preprocess", "impute", "harmonize", "normative", "demo"):
         assert group in result.output
     assert "not built yet" not in runner.invoke(app, ["synth", "--help"]).output
-
-
-@pytest.mark.parametrize(
-    "args,issue",
-    [(["preprocess", "run"], 8)],
-)
-def test_groups_not_built_say_so_and_fail(args, issue):
-    result = runner.invoke(app, args)
-    assert result.exit_code == NOT_BUILT_EXIT_CODE
-    assert "not built yet" in result.output and f"issue #{issue}" in result.output
 
 
 def test_demo_quick_writes_results(tmp_path):

@@ -27,11 +27,9 @@ from neurodiff.methods.feature_diffusion import FeatureDiffusion
 from neurodiff.reporting.results import results_document, write_results
 
 NOT_BUILT = {
-    "the SECONDGRAM stage of this demo (the commands `neurodiff impute fit|predict|benchmark` exist)": 4,
-    "diffusion autoencoder core (DiffAE)": 5,
-    "multi-site harmonisation, DDAE (neurodiff harmonize)": 6,
+    "the SECONDGRAM stage of this demo (the commands `neurodiff impute fit|predict|benchmark` exist)": 9,
+    "the DDAE harmonisation stage of this demo (the commands `neurodiff harmonize fit|apply|benchmark` exist)": 9,
     "the NDA normative stage of this demo (the commands `neurodiff normative fit|score|survival|benchmark` exist)": 9,
-    "preprocessing of real T1 scans (neurodiff preprocess)": 8,
 }
 
 RING_RADIUS, RING_NOISE = 1.0, 0.05

@@ -1,7 +1,6 @@
 """The `neurodiff` command line: thin typer commands over the library.
 
-One sub-command group per concern (see ARCHITECTURE.md). Groups whose method is not built yet
-are registered so that `--help` shows the whole surface; running them says so and exits non-zero.
+One sub-command (group) per concern (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -11,8 +10,8 @@ import typer
 from neurodiff import __version__
 from neurodiff.cli import demo as demo_cmd
 from neurodiff.cli import harmonize, impute, normative
+from neurodiff.cli import preprocess as preprocess_cmd
 from neurodiff.cli import synth
-from neurodiff.cli.not_built import not_built_group
 
 app = typer.Typer(
     name="neurodiff",
@@ -43,10 +42,7 @@ def _root(
 
 
 app.add_typer(synth.app, name="synth")
-app.add_typer(
-    not_built_group("preprocess", ["run"], issue=8, what="preprocessing of real T1 scans"),
-    name="preprocess",
-)
+app.command("preprocess")(preprocess_cmd.preprocess)
 app.add_typer(impute.app, name="impute")
 app.add_typer(harmonize.app, name="harmonize")
 app.add_typer(normative.app, name="normative")

@@ -50,6 +50,7 @@ def read_manifest(
     *,
     required: Sequence[str] = REQUIRED_COLUMNS,
     path_column: str = "path",
+    check_images: bool = True,
 ) -> pd.DataFrame:
     """Read and check a manifest CSV; return it with an absolute ``resolved_path`` column added.
 
@@ -61,6 +62,8 @@ def read_manifest(
         Columns that must exist and have a value in every row.
     path_column
         The column holding the image paths (``"volume_path"`` for the 3D volumes of a synthetic cohort).
+    check_images
+        Check that every image exists (turn off to report missing images one by one yourself).
 
     Raises
     ------
@@ -82,7 +85,8 @@ def read_manifest(
         frame["age"] = _numeric_age(frame, path)
     frame["resolved_path"] = _resolve_paths(frame, path_column, path)
     _no_duplicate_paths(frame, path_column, path)
-    _images_exist(frame, path_column, path)
+    if check_images:
+        _images_exist(frame, path_column, path)
     return frame
 
 
