@@ -165,3 +165,22 @@ def test_bad_rows_fail_alone_with_their_reason(tmp_path):
     assert "outside the manifest's folder" in errors["outside"] and "does not exist" in errors["missing"]
     assert "cannot name a folder" in errors["../bad"]
     assert not (out / "manifest.csv").exists()
+
+
+def test_a_killed_runs_temporary_folder_is_removed_and_the_subject_redone(processed, heads, tmp_path):
+    out, _ = processed
+    folder, _ = heads
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "warped")
+    partial = copy / ".warped.abc123.partial"
+    partial.mkdir()
+    (partial / "brain.nii.gz").write_bytes(b"half")
+    pd.read_csv(folder / "manifest.csv").query("subject_id == 'warped'").to_csv(tmp_path / "one.csv", index=False)
+    shutil.copy(folder / "warped.nii.gz", tmp_path / "warped.nii.gz")
+    result = runner.invoke(app, ["preprocess", "--manifest", str(tmp_path / "one.csv"), "--out", str(copy),
+                                 "--no-qc"])
+    assert not partial.exists()
+    # --no-qc is another setting, but warped had no finished folder: it is simply done
+    assert result.exit_code == 0, result.output
+    assert (copy / "warped" / "brain.nii.gz").is_file() and not (copy / "warped" / "qc.png").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -158,6 +159,7 @@ def preprocess_manifest(
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    _remove_partial_folders(out, frame["output_key"])
     manifest_dir = Path(os.path.normpath(manifest.resolve().parent))
 
     outcomes: dict[str, SubjectOutcome] = {}
@@ -217,6 +219,13 @@ def preprocess_manifest(
         )
     return PreprocessSummary(outcomes=ordered, manifest_path=manifest_path, failures_path=failures_path,
                              warnings=warnings)
+
+
+def _remove_partial_folders(out: Path, keys) -> None:
+    """Remove the temporary folders a killed run left for these subjects (complete ones are renamed)."""
+    for key in keys:
+        for partial in out.glob(f".{key}.*.partial"):
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def _existing(folder: Path, source: str, config: PreprocessConfig, overwrite: bool) -> tuple[str | None, bool]:
