@@ -187,8 +187,9 @@ def preprocess_scan(
         timings[name] = round(now - clock, 3)
         clock = now
 
-    header = _original_geometry(path)
-    t1 = load_t1(path)
+    t1 = load_t1(path)  # checks the file; after it, reading the original header cannot fail
+    original = nib.load(path)
+    original_shape, original_affine = tuple(int(n) for n in original.shape), np.asarray(original.affine, dtype=float)
     lap("load")
     try:
         bias = n4_bias_correct(t1, shrink=config.n4_shrink, iterations=config.n4_iterations) if config.n4 else None
@@ -221,19 +222,10 @@ def preprocess_scan(
     except RuntimeError as error:  # SimpleITK reports failures (e.g. a registration that diverged) this way
         raise PreprocessError(f"{path}: {str(error).strip().splitlines()[-1]}") from error
     return PreprocessedScan(
-        source=path, original_affine=header[1], original_shape=header[0], t1=t1, bias=bias,
+        source=path, original_affine=original_affine, original_shape=original_shape, t1=t1, bias=bias,
         registration=registration, native_mask=native_mask, brain=brain, brain_mask=brain_mask,
         slices=slices, slice_z_mm=z_mm, timings=timings,
     )
-
-
-def _original_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    try:
-        image = nib.load(path)
-        return tuple(int(n) for n in image.shape), np.asarray(image.affine, dtype=float)
-    except Exception:
-        load_t1(path)  # raises the clear error for this file
-        raise
 
 
 def write_scan(scan: PreprocessedScan, folder: str | Path, config: PreprocessConfig, *, subject_id: str,
