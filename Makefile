@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.neurodiff-installed
 PYCORTEX ?= pycortex==1.4.0
 TEST_STAMP := $(VENV)/.neurodiff-test-data
 
-.PHONY: install demo test test-slow bench bench-preprocess clean
+.PHONY: install demo demo-screenshot test test-slow bench bench-preprocess bench-demo clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/neurodiff demo --out demo-output
+
+# Render demo-output/report.html in headless Chromium (needs Debian's chromium package).
+demo-screenshot:
+	$(PY) benchmarks/screenshot_report.py demo-output/report.html --png demo-output/report.png
 
 $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --no-deps "$(PYCORTEX)"
@@ -37,6 +41,10 @@ test-slow: $(TEST_STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/engine_speed.py --out benchmarks/results/engine_speed
+
+# `make demo` on a fresh clone, timed (install included), with its peak memory.
+bench-demo:
+	$(PYTHON) benchmarks/demo_fresh_clone.py --out benchmarks/results/demo
 
 bench-preprocess: $(TEST_STAMP)
 	$(PY) benchmarks/preprocess_speed.py --out benchmarks/results/preprocess_speed

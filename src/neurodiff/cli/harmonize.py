@@ -74,6 +74,8 @@ def apply(
     from neurodiff.methods.harmonization import DisentangledDiffAE
 
     try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before any work, not after it
+            raise FileExistsError(f"--out {out} is not an empty folder; choose a new folder")
         ddae = DisentangledDiffAE.load(model)
         for name, value in (("inversion_steps", inversion_steps), ("render_steps", render_steps)):
             if value is not None:
@@ -117,6 +119,8 @@ def benchmark(
     target_site: str = typer.Option("site0", "--target-site", help="Site every image is mapped to."),
     steps: int = typer.Option(None, "--steps", help="DDAE training steps (overrides the preset)."),
     baseline_steps: int = typer.Option(None, "--baseline-steps", help="cVAE and style-GAN training steps."),
+    gan_steps: int = typer.Option(None, "--gan-steps", help="Style-GAN training steps (overrides --baseline-steps; "
+                                  "a step costs about 1.3 s at 32×32 on a 2-core CPU)."),
     timing: bool = typer.Option(True, "--timing/--no-timing", help="Also time DDAE harmonisation at 64×64 and "
                                 "128×128 (untrained networks of the quick and paper presets)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
@@ -169,6 +173,8 @@ def benchmark(
             params["ddae_steps"] = steps
         if baseline_steps is not None:
             params.update(cvae_steps=baseline_steps, gan_steps=baseline_steps)
+        if gan_steps is not None:
+            params["gan_steps"] = gan_steps
         config = factory(**params)
         config.check(frame)
         started = time.perf_counter()

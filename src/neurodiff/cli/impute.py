@@ -122,6 +122,9 @@ def benchmark(
                                       "text (embedded cohort: _snc)."),
     case_label: str = typer.Option(None, "--case-label", help="Case study binary label (embedded cohort: parkinsonism)."),
     epochs: int = typer.Option(None, "--epochs", help="Maximum epochs of the diffusion models (overrides the preset)."),
+    patience: int = typer.Option(None, "--patience", help="Early-stopping patience in epochs (overrides the preset)."),
+    baseline_epochs: int = typer.Option(None, "--baseline-epochs", help="Epochs of the WGAN-GP baseline, and of the "
+                                        "pretrained variant's unconditional pre-training (override the preset)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
 ) -> None:
     """Run SECONDGRAM, its ablations and baselines over several seeds; write results.json and report.html.
@@ -168,6 +171,10 @@ def benchmark(
                       case_feature_pattern=case_features, case_label=case_label, device=device)
         if epochs is not None:
             params["max_epochs"] = epochs
+        if patience is not None:
+            params["patience"] = patience
+        if baseline_epochs is not None:
+            params.update(gan_epochs=baseline_epochs, pretrain_epochs=baseline_epochs)
         config = factory(**params)
         config.check(arrays)
         started = time.perf_counter()

@@ -99,6 +99,7 @@ def score(
     from neurodiff.methods.normative import NormativeDiffAE
 
     try:
+        _check_out_folder(out)  # before any work, not after it
         nda = NormativeDiffAE.load(model)
         frame = read_manifest(manifest, required=("subject_id", "path", *nda.encoder_covariates))
         images, _ = load_images(frame, progress=True)

@@ -90,9 +90,24 @@ def read_manifest(
     return frame
 
 
+def missing_manifest_message(path: Path) -> str:
+    """What to do when a manifest is not where the user said: a folder given instead of its CSV, a
+    typo, or no manifest yet."""
+    if path.is_dir():
+        inside = path / "manifest.csv"
+        if inside.is_file():
+            return f"{path} is a folder; give the manifest file inside it: {inside}"
+        return (f"{path} is a folder, not a manifest CSV. Write a manifest (one row per image: subject_id, path "
+                "and covariates; see docs/workflow-harmonise-t1-folder.md) and give its file name")
+    return (f"manifest {path} does not exist. Check the path (it is relative to the current folder "
+            f"{Path.cwd()}), or write one: a CSV with one row per image (subject_id, path and covariates; see "
+            "docs/workflow-harmonise-t1-folder.md). To try the tools first, `neurodiff synth images --quick "
+            "--out example` writes an example cohort with example/manifest.csv")
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise ManifestNotFoundError(f"manifest {path} does not exist")
+        raise ManifestNotFoundError(missing_manifest_message(path))
     try:
         header = pd.read_csv(path, nrows=0)
         text = {column: str for column in _TEXT_COLUMNS if column in header.columns}

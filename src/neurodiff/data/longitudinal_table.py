@@ -43,7 +43,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet table, with errors that say what to do."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"table {path} does not exist; create one with `neurodiff synth longitudinal`")
+        what = "is a folder, not a table file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(
+            f"table {path} {what}. Give a CSV or Parquet file in long format (one row per subject and visit; "
+            "see docs/workflow-impute-two-visits.md); to try the tools first, `neurodiff synth longitudinal "
+            "--quick --out table.csv` writes an example")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":

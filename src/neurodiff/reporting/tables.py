@@ -45,7 +45,8 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{tit
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:1em 0 2em;font-size:0.9em}}caption{{text-align:left;font-weight:600;padding:0.3em 0}}
 th,td{{border:1px solid #ccc;padding:0.3em 0.6em;text-align:right}}thead th{{background:#f2f2f2}}tbody th{{text-align:left}}
-.note{{color:#555;font-size:0.9em}}</style></head><body>{body}</body></html>
+.note{{color:#555;font-size:0.9em}}
+.figures{{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}}figure{{margin:0.5em 0}}.figures figure{{flex:1 1 30em;max-width:100%}}figure img{{max-width:100%}}figcaption{{color:#555;font-size:0.85em}}code{{background:#f4f4f4;padding:0 0.2em;word-break:break-all}}</style></head><body>{body}</body></html>
 """
 
 

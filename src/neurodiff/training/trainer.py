@@ -318,6 +318,7 @@ class Trainer:
             "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "ema": ema.state_dict() if ema is not None else None,
+            "ema_updates": ema.updates if ema is not None else None,
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -342,6 +343,9 @@ class Trainer:
             scaler.load_state_dict(state["scaler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
+            # a checkpoint from before the bias-corrected EMA: continue as a plain EMA
+            updates = state.get("ema_updates")
+            ema.updates = 10**9 if updates is None else updates
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():

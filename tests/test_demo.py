@@ -1,0 +1,107 @@
+"""The main job: `neurodiff demo` end to end at the smoke budget, resuming, and the errors a newcomer hits."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from neurodiff.cli import app
+from neurodiff.demo import runner as demo_runner
+from neurodiff.demo.budget import SMOKE
+from neurodiff.demo.summary import HEADLINES, reading
+
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def smoke_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    result = cli.invoke(app, ["demo", "--out", str(out), "--smoke"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_demo_runs_every_method_with_its_baselines(smoke_demo):
+    out, output = smoke_demo
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["task"] == "demo" and doc["budget"]["name"] == "smoke"
+    tasks = doc["tasks"]
+    assert set(tasks) == {"cohorts", "engine", "longitudinal_imputation", "harmonization", "normative"}
+    assert set(tasks["longitudinal_imputation"]["methods"]) >= {
+        "secondgram", "secondgram_noised_schedule", "vanilla", "pretrained", "no_grad", "no_self", "gan", "locf", "ridge"}
+    # every baseline of the image methods (their own variants are left to the full benchmarks)
+    assert set(tasks["harmonization"]["methods"]) >= {"ddae", "combat", "cvae", "style_gan", "raw"}
+    assert set(tasks["normative"]["methods"]) >= {"nda", "nda_mahalanobis", "cvae", "regression_z", "brain_age_gap"}
+    assert tasks["normative"]["methods"]["nda"]["c_index"]["mean"] is not None
+    # the engine check: diffusion captures the ring, a fitted Gaussian cannot (its ring error is ~0.39)
+    engine = tasks["engine"]["methods"]
+    assert engine["diffusion_ddpm100"]["ring_error"]["mean"] < 0.2 < 0.3 < engine["gaussian_baseline"]["ring_error"]["mean"]
+    assert tasks["engine"]["checks"]["save_load_identical_samples"] is True
+    for stage in ("impute", "harmonize", "normative"):
+        assert (out / stage / "report.html").exists() and doc["stages"][stage]["command"].startswith("neurodiff ")
+        assert (out / "logs" / f"{stage}.log").read_text().startswith("$ neurodiff ")
+    # progress with a remaining-time estimate, stage by stage
+    assert "[5/5]" in output and "left for the whole demo" in output
+
+
+def test_summary_page_has_tables_readings_figures_and_links(smoke_demo):
+    out, _ = smoke_demo
+    page = (out / "report.html").read_text()
+    for name, headline in HEADLINES.items():
+        assert headline.title in page
+    for link in ("impute/report.html", "harmonize/report.html", "normative/report.html", "cohorts/cohort_traveller.png",
+                 "normative/kaplan_meier.png", "harmonize/examples.png", "impute/correlations.png"):
+        assert f"'{link}'" in page and (out / link).exists()
+    assert "the best baseline" in page and "±" in page
+
+
+def test_reading_says_when_the_method_loses():
+    methods = {"secondgram": {"pearson_feature": {"mean": 0.5, "ci95": 0.01}},
+               "ridge": {"pearson_feature": {"mean": 0.9, "ci95": 0.01}},
+               "reference": {"pearson_feature": {"mean": 1.0, "ci95": 0.0}}}
+    text = reading(methods, HEADLINES["impute"])
+    assert "worse than" in text and "ridge" in text and "reference" not in text
+    methods["secondgram"]["pearson_feature"] = {"mean": 0.89, "ci95": 0.05}
+    assert "within the seeds' uncertainty" in reading(methods, HEADLINES["impute"])
+
+
+def test_rerun_resumes_from_the_first_unfinished_stage(smoke_demo, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_demo[0], out)
+    shutil.rmtree(out / "engine")  # as if the demo had been interrupted during the engine stage
+    (out / ".engine.x1y2.partial").mkdir()  # and killed outright, leaving atomic_dir's temporary folder
+    result = cli.invoke(app, ["demo", "--out", str(out), "--smoke"])
+    assert result.exit_code == 0, result.output
+    assert "Resuming" in result.output and "4 of 5 stages are done" in result.output
+    assert "[2/5]" in result.output and "[3/5]" not in result.output
+    assert (out / "engine" / "results.json").exists() and not (out / ".engine.x1y2.partial").exists()
+    # other settings in the same folder: refused with what to do, unless --overwrite
+    result = cli.invoke(app, ["demo", "--out", str(out)])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert (out / "report.html").exists()
+
+
+def test_foreign_or_full_folders_are_refused_untouched(tmp_path, monkeypatch):
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("precious")
+    for extra in ([], ["--overwrite"]):
+        result = cli.invoke(app, ["demo", "--out", str(foreign), "--smoke", *extra])
+        assert result.exit_code == 2 and "not a demo output folder" in result.output
+        assert [p.name for p in foreign.iterdir()] == ["chapter1.tex"]
+    monkeypatch.setattr(demo_runner, "MIN_FREE_BYTES", 1 << 62)
+    result = cli.invoke(app, ["demo", "--out", str(tmp_path / "new"), "--smoke"])
+    assert result.exit_code == 2 and "not enough disk space" in result.output and "free" in result.output
+
+
+def test_a_failing_stage_names_its_log_and_how_to_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo_runner, "stage_command",
+                        lambda name, out, budget: ["impute", "benchmark", "--data", str(tmp_path / "missing.csv")])
+    with pytest.raises(demo_runner.DemoError) as caught:
+        demo_runner._run_command("impute", tmp_path, SMOKE, log=lambda line: None)
+    message = str(caught.value)
+    assert caught.value.exit_code == 1 and "missing.csv" in message
+    assert str(tmp_path / "logs" / "impute.log") in message and "run the same command again" in message
+    assert not (tmp_path / "impute").exists()
