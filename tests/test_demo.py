@@ -105,3 +105,14 @@ def test_a_failing_stage_names_its_log_and_how_to_resume(tmp_path, monkeypatch):
     assert caught.value.exit_code == 1 and "missing.csv" in message
     assert str(tmp_path / "logs" / "impute.log") in message and "run the same command again" in message
     assert not (tmp_path / "impute").exists()
+
+
+def test_an_interrupted_run_says_how_to_continue(tmp_path, monkeypatch):
+    def interrupted(stage, out, budget, log):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_runner, "_run_stage", interrupted)
+    result = cli.invoke(app, ["demo", "--out", str(tmp_path / "run"), "--smoke"])
+    assert result.exit_code == 130
+    assert "interrupted during the cohorts stage" in result.output and "Run the same command again" in result.output
+    assert (tmp_path / "run" / "demo.json").exists() and not (tmp_path / "run" / "cohorts").exists()

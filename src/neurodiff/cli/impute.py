@@ -31,7 +31,8 @@ def fit(
     exclude: str = typer.Option(None, "--exclude", help="Comma-separated numeric columns that are neither labels nor features."),
     subject: str = typer.Option("subject_id", "--subject", help="Subject id column."),
     visit: str = typer.Option("visit", "--visit", help="Visit column (1 = first visit, 2 = follow-up)."),
-    variant: str = typer.Option("secondgram", "--variant", help="secondgram, secondgram_noised_schedule, vanilla, pretrained, no_grad or no_self."),
+    variant: str = typer.Option("secondgram", "--variant", help="secondgram, secondgram_noised_schedule, vanilla, pretrained, no_grad, no_self, or "
+                                 "secondgram_warmup_calibration (not in the paper: thresholds calibrated after 5 epochs)."),
     quick: bool = typer.Option(False, "--quick", help="At most 50 epochs, patience 10 (CPU minutes); default: the paper's 1000 / 50."),
     epochs: int = typer.Option(None, "--epochs", help="Maximum epochs (overrides the preset)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split, initialisation and noise."),
@@ -115,7 +116,8 @@ def benchmark(
     labels: str = typer.Option(None, "--labels", help="Conditioning labels (default for the embedded cohort: all 14)."),
     exclude: str = typer.Option(None, "--exclude", help="Numeric columns that are neither labels nor features."),
     methods: str = typer.Option(None, "--methods", help="Comma-separated subset of: secondgram, secondgram_noised_schedule, "
-                                "vanilla, pretrained, no_grad, no_self, gan, locf, ridge."),
+                                "vanilla, pretrained, no_grad, no_self, gan, locf, ridge, secondgram_warmup_calibration "
+                                "(default: all of them)."),
     downstream: str = typer.Option(None, "--downstream-labels", help="Binary labels for the downstream AUROC "
                                    "(default for the embedded cohort: parkinsonism,stroke)."),
     case_features: str = typer.Option(None, "--case-features", help="Case study feature group: columns containing this "
