@@ -44,3 +44,19 @@ def test_a_used_output_folder_is_refused_before_any_work(tmp_path, command):
                               "--out", str(out)])
     assert result.exit_code == 2 and "not an empty folder" in result.output
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_a_full_disk_says_what_to_do(monkeypatch, capsys):
+    import errno
+
+    import neurodiff.cli as cli_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/.results.json.tmp")
+
+    monkeypatch.setattr(cli_module, "app", full)
+    with pytest.raises(SystemExit) as exited:
+        cli_module.main()
+    assert exited.value.code == 1
+    message = capsys.readouterr().err
+    assert "the disk is full writing /data/out/.results.json.tmp" in message and "run the same command again" in message

@@ -5,6 +5,8 @@ One sub-command (group) per concern (see ARCHITECTURE.md).
 
 from __future__ import annotations
 
+import errno
+
 import typer
 
 from neurodiff import __version__
@@ -50,4 +52,13 @@ app.command("demo")(demo_cmd.demo)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        where = f" writing {error.filename}" if error.filename else ""
+        typer.echo(f"neurodiff: the disk is full{where}. Outputs are written atomically, so nothing half-written "
+                   "was left; free some space (or give --out on another disk) and run the same command again.",
+                   err=True)
+        raise SystemExit(1) from None

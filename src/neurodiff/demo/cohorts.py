@@ -32,12 +32,12 @@ def cohorts_stage(folder: Path, *, smoke: bool = False, log: Callable[[str], Non
     from neurodiff.data.synthetic_longitudinal import LongitudinalConfig, generate_longitudinal, write_table
 
     started = time.perf_counter()
-    sizes = dict(n_controls=60, n_travellers=2, n_patients=60) if smoke else {}
+    sizes = dict(n_controls=50, n_travellers=2, n_patients=30) if smoke else {}
     config = ImageCohortConfig.quick(**{**IMAGE_COHORT, **sizes})
     log(f"  images: {config.n_controls} controls, {config.n_travellers} travellers × {config.n_sites} sites, "
         f"{config.n_patients} patients at {config.size}×{config.size}")
     manifest = generate_image_cohort(config, folder / IMAGES, progress=False)
-    table_config = LongitudinalConfig.quick(**(dict(n_subjects=600, n_paired=200) if smoke else TABLE_SIZE))
+    table_config = LongitudinalConfig.quick(**(dict(n_subjects=400, n_paired=150) if smoke else TABLE_SIZE))
     log(f"  table: {table_config.n_subjects:,} subjects ({table_config.n_paired:,} with a follow-up), "
         f"{table_config.n_features} features")
     table = generate_longitudinal(table_config)

@@ -194,7 +194,8 @@ def _run_command(name: str, out: Path, budget: Budget, log: Callable[[str], None
             child.wait()
             raise
     if code != 0:
-        tail = log_path.read_text(errors="replace").replace("\r", "\n").strip().splitlines()[-3:]
+        lines = log_path.read_text(errors="replace").replace("\r", "\n").splitlines()
+        tail = [line.strip() for line in lines if line.strip() and "it/s" not in line and "%|" not in line][-3:]
         if _free_bytes(out) < MIN_FREE_BYTES or any("No space left" in line for line in tail):
             raise DemoError(_disk_full_message(out, name))
         raise DemoError(f"the {name} stage failed (exit code {code}): " + " / ".join(tail) +
