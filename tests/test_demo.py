@@ -91,9 +91,17 @@ def test_foreign_or_full_folders_are_refused_untouched(tmp_path, monkeypatch):
         result = cli.invoke(app, ["demo", "--out", str(foreign), "--smoke", *extra])
         assert result.exit_code == 2 and "not a demo output folder" in result.output
         assert [p.name for p in foreign.iterdir()] == ["chapter1.tex"]
+    earlier = tmp_path / "demo-output"  # what the demo wrote before it could resume: only results.json
+    earlier.mkdir()
+    (earlier / "results.json").write_text('{"task": "demo"}')
+    result = cli.invoke(app, ["demo", "--out", str(earlier), "--smoke"])
+    assert result.exit_code == 2 and "an earlier demo's output" in result.output
+    assert f"neurodiff demo --out {earlier} --smoke --overwrite" in result.output
+    assert [p.name for p in earlier.iterdir()] == ["results.json"]
     monkeypatch.setattr(demo_runner, "MIN_FREE_BYTES", 1 << 62)
     result = cli.invoke(app, ["demo", "--out", str(tmp_path / "new"), "--smoke"])
     assert result.exit_code == 2 and "not enough disk space" in result.output and "free" in result.output
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_failing_stage_names_its_log_and_how_to_resume(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -113,8 +114,8 @@ def run_demo(out: str | Path, *, smoke: bool = False, overwrite: bool = False,
 
     out = Path(out).absolute()
     budget = SMOKE if smoke else DEMO
+    _check_free_space(out)  # before anything is written
     _prepare_folder(out, budget, overwrite)
-    _check_free_space(out)
     started = time.perf_counter()
     spent: dict[str, float] = {}
     ran_expected = ran_actual = 0.0
@@ -204,8 +205,6 @@ def _run_command(name: str, out: Path, budget: Budget, log: Callable[[str], None
 
 
 def _command_text(name: str, out: Path, budget: Budget) -> str:
-    import shlex
-
     return shlex.join(["neurodiff", *stage_command(name, out, budget), "--out", str(out / name)])
 
 
@@ -217,29 +216,31 @@ def _record_wall_time(out: Path, stage: str, seconds: float) -> None:
 
 
 def _prepare_folder(out: Path, budget: Budget, overwrite: bool) -> None:
+    """Start a demo folder, or check that `out` holds a demo this run may resume (or, with
+    `overwrite`, clear). Anything that is not a demo folder is refused untouched."""
     state = out / STATE
     if out.exists() and not out.is_dir():
         raise DemoError(f"--out {out} is a file; choose a folder")
     if out.is_dir() and any(out.iterdir()):
-        if not state.exists() and _is_old_demo(out):
-            state = out / "results.json"  # written by the demo before it could resume (no demo.json)
-        elif not state.exists():
+        old = not state.exists() and _is_old_demo(out)  # written by the demo before it could resume
+        if not state.exists() and not old:
             raise DemoError(f"--out {out} is not empty and is not a demo output folder (it has no {STATE}); "
                             "choose another --out folder (nothing was changed)")
-        try:
-            earlier = json.loads(state.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise DemoError(f"{state} cannot be read ({error}); delete {out} or choose another --out folder") from error
-        if overwrite:
-            for item in out.iterdir():
-                shutil.rmtree(item) if item.is_dir() else item.unlink()
-            state = out / STATE
-        elif earlier.get("settings") != budget.settings():
-            raise DemoError(f"{out} holds a demo run with other settings ({earlier.get('settings', {}).get('name')} "
-                            f"budget, neurodiff {earlier.get('neurodiff')}); add --overwrite to start again there, "
-                            "or choose another --out folder")
-        else:
-            return
+        if not overwrite:
+            try:
+                earlier = {} if old else json.loads(state.read_text())
+            except (OSError, json.JSONDecodeError) as error:
+                raise DemoError(f"{state} cannot be read ({error}); add --overwrite to start again there, or "
+                                "choose another --out folder") from error
+            if earlier.get("settings") == budget.settings():
+                return
+            what = ("an earlier demo's output" if old else
+                    f"a demo run with other settings ({earlier.get('settings', {}).get('name')} budget)")
+            again = shlex.join(["neurodiff", "demo", "--out", str(out), *(["--smoke"] if budget is SMOKE else []),
+                                "--overwrite"])
+            raise DemoError(f"{out} holds {what}; to start again there run `{again}`, or choose another --out folder")
+        for item in out.iterdir():
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
     out.mkdir(parents=True, exist_ok=True)
     write_json(state, {"neurodiff": __version__, "settings": budget.settings()})
 
