@@ -102,17 +102,3 @@ def _ring_figure(samples: dict[str, np.ndarray], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def summary_table(document: dict[str, Any]) -> str:
-    metrics = ["energy_distance", "frechet", "ring_error"]
-    lines = [f"{'method':34s}" + "".join(f"{m:>22s}" for m in metrics)]
-    for method, values in document["methods"].items():
-        cells = []
-        for m in metrics:
-            v = values[m]
-            ci = f" ± {v['ci95']:.3f}" if v["ci95"] is not None else ""
-            cells.append(f"{v['mean']:.4f}{ci}".rjust(22))
-        lines.append(f"{method:34s}" + "".join(cells))
-    lines.append("(lower is better; mean ± 95 % CI over seeds; real_data_floor = a second real sample)")
-    return "\n".join(lines)

@@ -148,7 +148,8 @@ def run_demo(out: str | Path, *, smoke: bool = False, overwrite: bool = False,
         todo.remove(stage)
         log(f"      done in {_duration(spent[stage.name])}")
     commands = {name: _command_text(name, out, budget) for name in METHOD_STAGES}
-    document = write_summary(out, [s.name for s in STAGES], budget, commands,
+    wall_seconds = json.loads((out / STATE).read_text()).get("stage_wall_seconds", {})
+    document = write_summary(out, [s.name for s in STAGES], budget, commands, wall_seconds,
                              this_run_seconds=time.perf_counter() - started)
     log(f"Wrote {out / 'report.html'} (open it in a browser) and {out / 'results.json'}.")
     return document

@@ -111,13 +111,12 @@ def reading(methods: dict[str, dict[str, Any]], headline: Headline) -> str:
 
 
 def write_summary(out: Path, stages: Sequence[str], budget: Budget, commands: dict[str, str],
-                  this_run_seconds: float) -> dict[str, Any]:
+                  wall_seconds: dict[str, float], this_run_seconds: float) -> dict[str, Any]:
     """Gather the stages' results.json into DIR/results.json and write DIR/report.html."""
     import json
 
     documents = {name: json.loads((out / name / "results.json").read_text()) for name in stages}
-    wall = json.loads((out / "demo.json").read_text()).get("stage_wall_seconds", {})
-    stage_seconds = {name: wall.get(name) for name in stages}
+    stage_seconds = {name: wall_seconds.get(name) for name in stages}
     document = {
         "task": "demo",
         "budget": budget.settings(),
