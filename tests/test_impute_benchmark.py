@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from neurodiff.cli import app
 from neurodiff.data.longitudinal_table import longitudinal_arrays
 from neurodiff.data.synthetic_longitudinal import LABEL_COLUMNS, LongitudinalConfig, generate_longitudinal
+from neurodiff.evaluation import seed_jobs
 from neurodiff.evaluation.imputation import METRIC_NAMES
 from neurodiff.evaluation.longitudinal_benchmark import ImputeBenchmarkConfig, run_benchmark, split_subjects
 
@@ -44,13 +45,13 @@ def test_every_method_and_metric_is_reported(small):
     assert result["runs"][0]["secondgram"]["thresholds"]["mode"] == "calibrated"
 
 
-def test_cli_benchmark_writes_results_and_report(tmp_path, small):
+def test_cli_benchmark_writes_results_and_report(tmp_path, small, monkeypatch):
     table = tmp_path / "t.csv"
     generate_longitudinal(LongitudinalConfig(n_subjects=200, n_paired=80, n_features=8, seed=1)).to_csv(table, index=False)
     out = tmp_path / "bench"
-    result = CliRunner().invoke(app, [
-        "impute", "benchmark", "--data", str(table), "--out", str(out), "--seeds", "2", "--quick", "--epochs", "1",
-        "--labels", "sex,age,stroke", "--exclude", "years_since_first", "--methods", "secondgram,locf,ridge"])
+    command = ["impute", "benchmark", "--data", str(table), "--seeds", "2", "--quick", "--epochs", "1",
+               "--labels", "sex,age,stroke", "--exclude", "years_since_first", "--methods", "secondgram,locf,ridge"]
+    result = CliRunner().invoke(app, [*command, "--out", str(out)])
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
     assert doc["seeds"] == [0, 1] and set(doc["methods"]) == {"secondgram", "locf", "ridge"}
@@ -60,6 +61,17 @@ def test_cli_benchmark_writes_results_and_report(tmp_path, small):
     assert "<table>" in report and "pearson_feature" in report and "skipped" in report
     for figure in ("correlations.png", "learning_curves.png", "metric_bars.png"):
         assert (out / figure).stat().st_size > 5_000 and f'src="{figure}"' in report
+    # the seeds as two worker processes: the same results.json but for the timings (and the parent's environment).
+    # Bit for bit with the tests' one torch thread per worker; with more threads than this process has, the last
+    # bits may move (measured: 1.3e-6 relative at most, 2 threads in process vs 1 per worker, 20 epochs)
+    monkeypatch.setattr(seed_jobs, "threads_per_job", lambda jobs: 1)
+    parallel = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "parallel"), "--jobs", "2"])
+    assert parallel.exit_code == 0, parallel.output
+    assert "Running 2 seeds in 2 worker processes" in parallel.output and "seed 1: ridge" in parallel.output
+    again = json.loads((tmp_path / "parallel" / "results.json").read_text())
+    assert again["timings"]["seed_jobs"] == {"launcher": "local", "jobs": 2}
+    same = ("task", "data", "seeds", "methods", "config")
+    assert {k: again[k] for k in same} == {k: doc[k] for k in same}
     bad = CliRunner().invoke(app, ["impute", "benchmark", "--data", str(table), "--out", str(tmp_path / "b2"),
                                    "--labels", "sex", "--methods", "magic"])
     assert bad.exit_code == 2 and "unknown methods ['magic']" in bad.output and not (tmp_path / "b2").exists()

@@ -6,6 +6,8 @@ One sub-command (group) per concern (see ARCHITECTURE.md).
 from __future__ import annotations
 
 import errno
+import os
+import sys
 
 import typer
 
@@ -51,7 +53,24 @@ app.add_typer(normative.app, name="normative")
 app.command("demo")(demo_cmd.demo)
 
 
+# the commands that train one model, which torchrun can run data-parallel; every other command
+# would only repeat its work (and its writes) in each process
+TORCHRUN_COMMANDS = (("impute", "fit"), ("harmonize", "fit"), ("normative", "fit"))
+
+
+def _check_torchrun(argv: list[str]) -> None:
+    """Under torchrun, refuse the commands that do not train."""
+    # read from the environment, not through torch, so that --help stays fast
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1") or tuple(argv[:2]) in TORCHRUN_COMMANDS:
+        return
+    typer.echo(f"neurodiff: `{' '.join(argv[:2]) or 'neurodiff'}` runs in one process; under torchrun only "
+               f"{', '.join(' '.join(c) for c in TORCHRUN_COMMANDS)} train data-parallel. Run the benchmarks' "
+               "seeds in parallel with --jobs instead.", err=True)
+    raise SystemExit(2)
+
+
 def main() -> None:
+    _check_torchrun(sys.argv[1:])
     try:
         app()
     except OSError as error:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from neurodiff.cli import seed_options
+from neurodiff.cli.volumes import slices_only as _slices_only
+
 app = typer.Typer(
     help="DDAE: remove scanner/site effects from brain slices while keeping anatomy, age and sex.",
     no_args_is_help=True,
@@ -18,11 +21,21 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(2) from error
 
 
+def _preset(quick: bool, manifest: Path) -> str:
+    """--quick: "quick" for slices, "quick3d" for volumes; otherwise the paper's recipe."""
+    from neurodiff.methods.diffae import quick_preset_for
+
+    preset = quick_preset_for(manifest) if quick else "paper"
+    if preset == "quick3d":
+        typer.echo("3D volumes: the quick3d preset (8 base channels, 200 steps of batch 8)")
+    return preset
+
+
 @app.command("fit")
 def fit(
     manifest: Path = typer.Option(..., "--manifest", help="Image-cohort manifest CSV (subject_id, path, age, sex, site)."),
     out: Path = typer.Option(..., "--out", help="Folder for the saved model (must be absent or empty)."),
-    quick: bool = typer.Option(False, "--quick", help="The CPU-minutes preset (64×64); default: the paper's brain-slice recipe."),
+    quick: bool = typer.Option(False, "--quick", help="The CPU-minutes preset (64×64 slices; quick3d for volumes); default: the paper's brain-slice recipe."),
     adversarial: float = typer.Option(0.0, "--adversarial", help="Weight of the adversarial site loss on z_υ (0: off, the paper)."),
     steps: int = typer.Option(None, "--steps", help="Training steps (overrides the preset)."),
     checkpoint_dir: Path = typer.Option(None, "--checkpoint-dir", help="Write resumable checkpoints here (resumes when one exists)."),
@@ -33,8 +46,12 @@ def fit(
     """Train the disentangled diffusion autoencoder on every image of a manifest and save it.
 
     Example:  neurodiff harmonize fit --manifest cohort/manifest.csv --quick --out ddae-model
+
+    On several processes (data-parallel; the batch is shared between them):
+      torchrun --standalone --nproc_per_node 2 -m neurodiff harmonize fit --manifest cohort/manifest.csv --out ddae-model
     """
     from neurodiff.methods.harmonization import DisentangledDiffAE
+    from neurodiff.training.distributed import is_main_process
 
     params = dict(adversarial_weight=adversarial, seed=seed, device=device, precision=precision,
                   checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
@@ -43,7 +60,9 @@ def fit(
     try:
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(f"--out {out} is not empty; choose a new folder")
-        model = DisentangledDiffAE.preset("quick" if quick else "paper", **params).fit(manifest)
+        model = DisentangledDiffAE.preset(_preset(quick, manifest), **params).fit(manifest)
+        if not is_main_process():  # under torchrun, rank 0 writes the model and reports
+            return
         model.save(out)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         _fail(error)
@@ -124,10 +143,23 @@ def benchmark(
     timing: bool = typer.Option(True, "--timing/--no-timing", help="Also time DDAE harmonisation at 64×64 and "
                                 "128×128 (untrained networks of the quick and paper presets)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    jobs: int = seed_options.JOBS,
+    launcher: str = seed_options.LAUNCHER,
+    slurm_partition: str = seed_options.SLURM_PARTITION,
+    slurm_time: int = seed_options.SLURM_TIME,
+    slurm_cpus: int = seed_options.SLURM_CPUS,
+    slurm_gpus: int = seed_options.SLURM_GPUS,
+    slurm_mem: float = seed_options.SLURM_MEM,
 ) -> None:
     """Train every method, harmonise held-out images to one site, evaluate; write results.json and report.html.
 
     Example:  neurodiff harmonize benchmark --quick --seeds 2 --out harmonize-benchmark
+
+    Seeds in parallel, 2 worker processes on this machine (the same results.json as one at a time):
+      neurodiff harmonize benchmark --quick --seeds 2 --jobs 2 --out harmonize-benchmark
+
+    Seeds as a Slurm job array (from a login node; job logs end up in OUT/job-logs):
+      neurodiff harmonize benchmark --seeds 5 --jobs 5 --launcher slurm --slurm-gpus 1 --device cuda --out harmonize-benchmark
     """
     import tempfile
     import time
@@ -142,6 +174,7 @@ def benchmark(
         run_benchmark,
         throughput,
     )
+    from neurodiff.evaluation.seed_jobs import SeedJobError, keep_job_logs
     from neurodiff.reporting.results import results_document
 
     try:
@@ -149,6 +182,8 @@ def benchmark(
             raise FileExistsError(f"--out {out} is not empty; choose a new folder")
         if seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,
+                                          slurm_mem)
         with tempfile.TemporaryDirectory(prefix="neurodiff-harmonize-") as scratch:
             if manifest is None:
                 from neurodiff.data.synthetic_images import ImageCohortConfig, generate_image_cohort
@@ -165,6 +200,7 @@ def benchmark(
             else:
                 manifest_path, description = manifest, f"manifest {manifest}"
             frame = read_manifest(manifest_path)
+            _slices_only(manifest_path, "harmonize", "the cVAE and style-GAN baselines")
             images, _ = load_images(frame, progress=True)
         factory = HarmonizeBenchmarkConfig.quick if quick else HarmonizeBenchmarkConfig
         params = dict(seeds=tuple(range(seeds)), target_site=target_site, device=device,
@@ -178,7 +214,7 @@ def benchmark(
         config = factory(**params)
         config.check(frame)
         started = time.perf_counter()
-        result = run_benchmark(frame, images, config, log=typer.echo)
+        result = run_benchmark(frame, images, config, log=typer.echo, seed_jobs=parallel)
         speed = []
         if timing and any(m.startswith("ddae") for m in config.methods):
             steps_used = (config.inversion_steps, config.render_steps)
@@ -191,13 +227,14 @@ def benchmark(
                   "image_shape": list(images.shape[1:]), "splits": result["sizes"]},
             seeds=list(config.seeds), per_seed=result["per_seed"],
             timings={"total_seconds": time.perf_counter() - started, "training": result["training"],
-                     "throughput": speed},
+                     "throughput": speed, "seed_jobs": parallel.summary(seeds)},
             config=result["config"],
         )
         with atomic_dir(out) as tmp:
             write_json(tmp / "results.json", document)
             figures = harmonize_figures(document, result["first"], tmp)
             write_text(tmp / "report.html", report_html(document, figures))
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+            keep_job_logs(parallel, tmp / "job-logs")
+    except (ValueError, FileNotFoundError, FileExistsError, SeedJobError) as error:
         _fail(error)
     typer.echo(f"Wrote {out}/results.json, report.html and {len(figures)} figures")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from neurodiff.cli import seed_options
+
 app = typer.Typer(
     help="SECONDGRAM: generate missing follow-up imaging features from the first visit and labels.",
     no_args_is_help=True,
@@ -42,8 +44,12 @@ def fit(
     """Fit SECONDGRAM on a long-format table and save the model.
 
     Example:  neurodiff impute fit --data table.csv --labels sex,age,stroke --exclude years_since_first --out model
+
+    On several processes (data-parallel; the batch of 256 is shared between them):
+      torchrun --standalone --nproc_per_node 2 -m neurodiff impute fit --data table.csv --labels sex,age --out model
     """
     from neurodiff.methods.longitudinal import SecondGram
+    from neurodiff.training.distributed import is_main_process
 
     params = dict(labels=_columns(labels), features=_columns(features), exclude=_columns(exclude) or (),
                   subject=subject, visit=visit, seed=seed, device=device, precision=precision)
@@ -56,6 +62,8 @@ def fit(
             raise FileExistsError(f"--out {out} is not empty; choose a new folder")
         model = SecondGram.preset(variant, **params)
         model.fit(data)
+        if not is_main_process():  # under torchrun, rank 0 writes the model and reports
+            return
         model.save(out)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         _fail(error)
@@ -128,10 +136,23 @@ def benchmark(
     baseline_epochs: int = typer.Option(None, "--baseline-epochs", help="Epochs of the WGAN-GP baseline, and of the "
                                         "pretrained variant's unconditional pre-training (override the preset)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    jobs: int = seed_options.JOBS,
+    launcher: str = seed_options.LAUNCHER,
+    slurm_partition: str = seed_options.SLURM_PARTITION,
+    slurm_time: int = seed_options.SLURM_TIME,
+    slurm_cpus: int = seed_options.SLURM_CPUS,
+    slurm_gpus: int = seed_options.SLURM_GPUS,
+    slurm_mem: float = seed_options.SLURM_MEM,
 ) -> None:
     """Run SECONDGRAM, its ablations and baselines over several seeds; write results.json and report.html.
 
     Example:  neurodiff impute benchmark --quick --seeds 3 --out impute-benchmark
+
+    Seeds in parallel, 2 worker processes on this machine (the same results.json as one at a time):
+      neurodiff impute benchmark --quick --seeds 4 --jobs 2 --out impute-benchmark
+
+    Seeds as a Slurm job array (from a login node; job logs end up in OUT/job-logs):
+      neurodiff impute benchmark --seeds 10 --jobs 10 --launcher slurm --slurm-partition cpu --slurm-time 600 --out impute-benchmark
     """
     import time
 
@@ -140,6 +161,7 @@ def benchmark(
     from neurodiff.atomic import atomic_dir, write_json, write_text
     from neurodiff.data.longitudinal_table import longitudinal_arrays, read_table
     from neurodiff.evaluation.longitudinal_benchmark import ALL_METHODS, ImputeBenchmarkConfig, report_html, run_benchmark
+    from neurodiff.evaluation.seed_jobs import SeedJobError, keep_job_logs
     from neurodiff.reporting.impute_figures import figures_html, impute_figures
     from neurodiff.reporting.results import results_document
 
@@ -148,6 +170,8 @@ def benchmark(
             raise FileExistsError(f"--out {out} is not empty; choose a new folder")
         if seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,
+                                          slurm_mem)
         if data is None:
             from neurodiff.data.synthetic_longitudinal import LABEL_COLUMNS, LongitudinalConfig, generate_longitudinal
 
@@ -180,13 +204,14 @@ def benchmark(
         config = factory(**params)
         config.check(arrays)
         started = time.perf_counter()
-        result = run_benchmark(arrays, config, log=typer.echo)
+        result = run_benchmark(arrays, config, log=typer.echo, seed_jobs=parallel)
         document = results_document(
             task="longitudinal_imputation",
             data={"description": description, "subjects": len(arrays), "paired": int(arrays.paired.sum()),
                   "features": len(arrays.feature_columns), "labels": arrays.label_columns, "splits": result["sizes"]},
             seeds=list(config.seeds), per_seed=result["per_seed"],
-            timings={"total_seconds": time.perf_counter() - started}, config=result["config"],
+            timings={"total_seconds": time.perf_counter() - started, "seed_jobs": parallel.summary(seeds)},
+            config=result["config"],
         )
         with atomic_dir(out) as tmp:
             write_json(tmp / "results.json", document)
@@ -194,6 +219,7 @@ def benchmark(
             np.savez_compressed(tmp / "correlations.npz", **result["correlations"])
             figures = impute_figures(document, result["runs"], result["correlations"], tmp)
             write_text(tmp / "report.html", report_html({**document, "runs": result["runs"]}, figures_html(figures)))
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+            keep_job_logs(parallel, tmp / "job-logs")
+    except (ValueError, FileNotFoundError, FileExistsError, SeedJobError) as error:
         _fail(error)
     typer.echo(f"Wrote {out}/results.json, runs.json (training histories), correlations.npz and report.html")

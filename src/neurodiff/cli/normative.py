@@ -7,6 +7,9 @@ from pathlib import Path
 
 import typer
 
+from neurodiff.cli import seed_options
+from neurodiff.cli.volumes import slices_only as _slices_only
+
 app = typer.Typer(
     help="NDA: learn what healthy brains look like, score how far a patient is from it, relate the score to survival.",
     no_args_is_help=True,
@@ -28,12 +31,22 @@ def _check_out_folder(out: Path) -> None:
         raise FileExistsError(f"--out {out} is not an empty folder; choose a new folder")
 
 
+def _preset(quick: bool, manifest: Path) -> str:
+    """--quick: "quick" for slices, "quick3d" for volumes; otherwise the paper's recipe."""
+    from neurodiff.methods.diffae import quick_preset_for
+
+    preset = quick_preset_for(manifest) if quick else "paper"
+    if preset == "quick3d":
+        typer.echo("3D volumes: the quick3d preset (8 base channels, 200 steps of batch 8)")
+    return preset
+
+
 @app.command("fit")
 def fit(
     manifest: Path = typer.Option(..., "--manifest", help="Manifest CSV of healthy controls (subject_id, path, age; "
                                   "a group column may only say control)."),
     out: Path = typer.Option(..., "--out", help="Folder for the saved model (must be absent or empty)."),
-    quick: bool = typer.Option(False, "--quick", help="The CPU-minutes preset (64×64); default: the brain-slice recipe."),
+    quick: bool = typer.Option(False, "--quick", help="The CPU-minutes preset (64×64 slices; quick3d for volumes); default: the brain-slice recipe."),
     controls_only: bool = typer.Option(False, "--controls-only", help="Train on the rows whose group is control and "
                                        "ignore the others (without it, patients in the manifest are an error)."),
     no_age: bool = typer.Option(False, "--no-age", help="Do not condition the encoder on age (the ablation)."),
@@ -50,9 +63,13 @@ def fit(
     distribution and calibrate the scores on held-out controls; save the model.
 
     Example:  neurodiff normative fit --manifest cohort/manifest.csv --controls-only --quick --out nda-model
+
+    On several processes (data-parallel training; the calibration afterwards runs on each):
+      torchrun --standalone --nproc_per_node 2 -m neurodiff normative fit --manifest m.csv --controls-only --out nda-model
     """
     from neurodiff.data.image_manifest import read_manifest
     from neurodiff.methods.normative import CONTROL_GROUPS, NormativeDiffAE
+    from neurodiff.training.distributed import is_main_process
 
     params = dict(seed=seed, device=device, precision=precision, calibration_fraction=calibration_fraction,
                   checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
@@ -62,13 +79,17 @@ def fit(
         params["max_steps"] = steps
     try:
         _check_out_folder(out)
-        model = NormativeDiffAE.preset("quick" if quick else "paper", **params)
+        model = NormativeDiffAE.preset(_preset(quick, manifest), **params)
         frame = read_manifest(manifest, required=("subject_id", "path", *model.encoder_covariates))
         if controls_only and "group" in frame.columns:
             keep = frame["group"].astype("string").str.strip().str.lower().isin(CONTROL_GROUPS).fillna(False)
-            typer.echo(f"--controls-only: training on {int(keep.sum())} control rows, ignoring {int((~keep).sum())}")
+            if is_main_process():
+                typer.echo(f"--controls-only: training on {int(keep.sum())} control rows, "
+                           f"ignoring {int((~keep).sum())}")
             frame = frame[keep.to_numpy(bool)].reset_index(drop=True)
         model.fit(frame)
+        if not is_main_process():  # under torchrun, rank 0 writes the model and reports
+            return
         model.save(out)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         _fail(error)
@@ -220,11 +241,24 @@ def benchmark(
     steps: int = typer.Option(None, "--steps", help="NDA training steps (overrides the preset)."),
     baseline_steps: int = typer.Option(None, "--baseline-steps", help="cVAE training steps."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    jobs: int = seed_options.JOBS,
+    launcher: str = seed_options.LAUNCHER,
+    slurm_partition: str = seed_options.SLURM_PARTITION,
+    slurm_time: int = seed_options.SLURM_TIME,
+    slurm_cpus: int = seed_options.SLURM_CPUS,
+    slurm_gpus: int = seed_options.SLURM_GPUS,
+    slurm_mem: float = seed_options.SLURM_MEM,
 ) -> None:
     """Train NDA and its benchmarks on controls, score patients, fit the survival models; write results.json
     (per method: hr, hr_ci, p, c_index, ks_statistic, ks_p, logrank_p, ...) and report.html.
 
     Example:  neurodiff normative benchmark --quick --seeds 2 --out normative-benchmark
+
+    Seeds in parallel, 2 worker processes on this machine (the same results.json as one at a time):
+      neurodiff normative benchmark --quick --seeds 2 --jobs 2 --out normative-benchmark
+
+    Seeds as a Slurm job array (from a login node; job logs end up in OUT/job-logs):
+      neurodiff normative benchmark --seeds 5 --jobs 5 --launcher slurm --slurm-gpus 1 --device cuda --out normative-benchmark
     """
     import tempfile
     import time
@@ -237,6 +271,7 @@ def benchmark(
         attach_hr_ci,
         run_benchmark,
     )
+    from neurodiff.evaluation.seed_jobs import SeedJobError, keep_job_logs
     from neurodiff.reporting.normative_report import normative_figures, report_html
     from neurodiff.reporting.results import results_document
 
@@ -244,6 +279,8 @@ def benchmark(
         _check_out_folder(out)
         if seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,
+                                          slurm_mem)
         with tempfile.TemporaryDirectory(prefix="neurodiff-normative-") as scratch:
             if manifest is None:
                 from neurodiff.data.synthetic_images import (
@@ -263,6 +300,7 @@ def benchmark(
             else:
                 manifest_path, description = manifest, f"manifest {manifest}"
             frame = read_manifest(manifest_path)
+            _slices_only(manifest_path, "normative", "the cVAE baseline")
             images, affines = load_images(frame, progress=True)
         factory = NormativeBenchmarkConfig.quick if quick else NormativeBenchmarkConfig
         params = dict(seeds=tuple(range(seeds)), device=device,
@@ -274,13 +312,14 @@ def benchmark(
         config = factory(**params)
         config.check(frame)
         started = time.perf_counter()
-        result = run_benchmark(frame, images, affines[0], config, log=typer.echo)
+        result = run_benchmark(frame, images, affines[0], config, log=typer.echo, seed_jobs=parallel)
         document = results_document(
             task="normative",
             data={"description": description, "images": len(frame), "image_shape": list(images.shape[1:]),
                   "splits": result["sizes"]},
             seeds=list(config.seeds), per_seed=result["per_seed"],
-            timings={"total_seconds": time.perf_counter() - started, "training": result["training"]},
+            timings={"total_seconds": time.perf_counter() - started, "training": result["training"],
+                     "seed_jobs": parallel.summary(seeds)},
             config=result["config"],
         )
         attach_hr_ci(document, result["hr_ci"])
@@ -288,6 +327,7 @@ def benchmark(
             write_json(tmp / "results.json", document)
             figures = normative_figures(document, result["first"], tmp)
             write_text(tmp / "report.html", report_html(document, figures))
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+            keep_job_logs(parallel, tmp / "job-logs")
+    except (ValueError, FileNotFoundError, FileExistsError, SeedJobError) as error:
         _fail(error)
     typer.echo(f"Wrote {out}/results.json, report.html and {len(figures)} figures")

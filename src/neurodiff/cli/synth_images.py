@@ -36,7 +36,7 @@ def images(
         None, "--patients", help="ALS-like patients with severity and survival (default 200; 40 with --quick)."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed and options give identical files."),
-    volumes: bool = typer.Option(False, "--volumes", help="Also write the 3D volumes (size³; large)."),
+    volumes: bool = typer.Option(False, "--volumes", help="Also write the 3D volumes (size³; large) and manifest-3d.csv, whose path column names them."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace a non-empty --out once the new cohort is complete."
     ),

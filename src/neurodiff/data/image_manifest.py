@@ -256,6 +256,18 @@ def load_images(
     return images, affines
 
 
+def manifest_spatial_dims(manifest: str | os.PathLike) -> int:
+    """2 or 3: the dimensionality of a manifest's first image, read from its header only."""
+    frame = read_manifest(manifest, required=("path",), check_images=False)
+    first = frame["resolved_path"].iloc[0]
+    shape = list(_load_image(first).shape)
+    while len(shape) > 2 and shape[-1] == 1:
+        shape.pop()
+    if len(shape) not in (2, 3):
+        raise ImageFileError(f"image {first} has shape {tuple(shape)}: expected a 2D or 3D image")
+    return len(shape)
+
+
 def _load_image(path: str | os.PathLike) -> nib.spatialimages.SpatialImage:
     if not Path(path).is_file():
         raise ManifestNotFoundError(f"image {path} does not exist")

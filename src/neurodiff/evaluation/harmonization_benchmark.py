@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ import pandas as pd
 
 from neurodiff.evaluation.harmonization import evaluate_harmonization, image_features, site_accuracy, traveller_pairs
 from neurodiff.evaluation.image_quality import psnr, ssim
+from neurodiff.evaluation.seed_jobs import SeedJobs
 
 ALL_METHODS = ("ddae", "ddae_adversarial", "combat", "cvae", "style_gan", "raw")
 TRAVELLER = "true_traveller_id"
@@ -175,15 +177,30 @@ def replace_steps(model, inversion_steps: int, render_steps: int):
     return model
 
 
+def seed_job(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenchmarkConfig, seed: int,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """:func:`run_seed` as one job of :func:`run_benchmark`: the first seed keeps its artefacts (images,
+    latents) for the figures, the others only what the tables need."""
+    result = run_seed(frame, images, config, seed, log=log)
+    if seed == config.seeds[0]:
+        return result
+    return {"metrics": result["metrics"], "extras": {"training": result["extras"]["training"]},
+            "n_train": result["n_train"], "n_test": result["n_test"]}
+
+
 def run_benchmark(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenchmarkConfig,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every seed; per-seed values gathered per method and metric, and the first seed's artefacts."""
+                  log: Callable[[str], None] = print, seed_jobs: SeedJobs | None = None) -> dict[str, Any]:
+    """Every seed; per-seed values gathered per method and metric, and the first seed's artefacts.
+
+    `seed_jobs` runs the seeds as parallel jobs (worker processes or a Slurm array); default: one
+    after the other in this process. The results are gathered in seed order either way.
+    """
     config.check(frame)
     per_seed: dict[str, dict[str, list[float]]] = {}
     first: dict[str, Any] | None = None
     sizes, training = [], []
-    for seed in config.seeds:
-        result = run_seed(frame, images, config, seed, log=log)
+    results = (seed_jobs or SeedJobs()).map(partial(seed_job, frame, images, config), config.seeds, log=log)
+    for seed, result in zip(config.seeds, results):
         first = first or result
         for method, values in result["metrics"].items():
             for metric, value in values.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from neurodiff.evaluation.imputation import (
     downstream_training_sets,
     imputation_metrics,
 )
+from neurodiff.evaluation.seed_jobs import SeedJobs
 from neurodiff.methods.longitudinal import PRESETS, Preparation, SecondGram
 
 DIFFUSION_METHODS = tuple(PRESETS)  # secondgram, secondgram_noised_schedule, vanilla, pretrained, no_grad, no_self
@@ -213,14 +215,18 @@ def _case(p: _Prepared, x2_scaled: np.ndarray, config: ImputeBenchmarkConfig, la
 
 
 def run_benchmark(data: LongitudinalArrays, config: ImputeBenchmarkConfig,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """All seeds; per-seed values gathered per method and metric (NaN where a metric was undefined)."""
+                  log: Callable[[str], None] = print, seed_jobs: SeedJobs | None = None) -> dict[str, Any]:
+    """All seeds; per-seed values gathered per method and metric (NaN where a metric was undefined).
+
+    `seed_jobs` runs the seeds as parallel jobs (worker processes or a Slurm array); default: one
+    after the other in this process. The results are gathered in seed order either way.
+    """
     config.check(data)
     per_seed: dict[str, dict[str, list[float]]] = {}
     runs, sizes = [], []
     correlations: dict[str, np.ndarray] = {}
-    for seed in config.seeds:
-        result = run_seed(data, config, seed, log=log)
+    results = (seed_jobs or SeedJobs()).map(partial(run_seed, data, config), config.seeds, log=log)
+    for seed, result in zip(config.seeds, results):
         if not correlations:
             correlations = result["correlations"]  # the first seed's, for the figures
         for method, values in result["metrics"].items():

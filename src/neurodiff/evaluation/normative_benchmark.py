@@ -29,11 +29,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from neurodiff.evaluation.seed_jobs import SeedJobs
 from neurodiff.methods.normative import CONTROL_GROUPS
 
 ALL_METHODS = ("nda", "nda_mahalanobis", "nda_no_age", "cvae", "regression_z", "brain_age_gap")
@@ -230,19 +232,36 @@ def _number(value) -> float:
 # ---------------------------------------------------------------- all seeds
 
 
+def seed_job(frame: pd.DataFrame, images: np.ndarray, affine: np.ndarray, config: NormativeBenchmarkConfig,
+             seed: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """:func:`run_seed` as one job of :func:`run_benchmark`: the first seed also draws NDA's deviation maps
+    and keeps its artefacts for the figures (not the model itself); the others only what the tables need."""
+    result = run_seed(frame, images, affine, config, seed, log=log)
+    if seed == config.seeds[0]:
+        result["deviation"] = _deviation_examples(result, config)
+        result.pop("nda", None)
+        return result
+    return {"metrics": result["metrics"], "analyses": {m: {"hr_ci": a["hr_ci"]} for m, a in result["analyses"].items()},
+            "training": result["training"], "n_train": result["n_train"], "n_heldout": result["n_heldout"],
+            "n_patients": result["n_patients"]}
+
+
 def run_benchmark(frame: pd.DataFrame, images: np.ndarray, affine: np.ndarray, config: NormativeBenchmarkConfig,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every seed; per-seed values gathered per method and metric, the Cox CIs, and the first seed's artefacts."""
+                  log: Callable[[str], None] = print, seed_jobs: SeedJobs | None = None) -> dict[str, Any]:
+    """Every seed; per-seed values gathered per method and metric, the Cox CIs, and the first seed's artefacts.
+
+    `seed_jobs` runs the seeds as parallel jobs (worker processes or a Slurm array); default: one
+    after the other in this process. The results are gathered in seed order either way.
+    """
     config.check(frame)
     per_seed: dict[str, dict[str, list[float]]] = {}
     hr_ci: dict[str, list[list[float]]] = {}
     first: dict[str, Any] | None = None
     sizes, training = [], []
-    for seed in config.seeds:
-        result = run_seed(frame, images, affine, config, seed, log=log)
+    results = (seed_jobs or SeedJobs()).map(partial(seed_job, frame, images, affine, config), config.seeds, log=log)
+    for seed, result in zip(config.seeds, results):
         if first is None:
             first = result
-            first["deviation"] = _deviation_examples(result, config)
         for method, values in result["metrics"].items():
             for metric, value in values.items():
                 per_seed.setdefault(method, {}).setdefault(metric, []).append(float(value))

@@ -41,6 +41,7 @@ COVARIATES = ("age", "sex", "site")
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {**DIFFAE_PRESETS["paper"], "covariate_latent_dim": 64},
     "quick": {**DIFFAE_PRESETS["quick"], "covariate_latent_dim": 16},
+    "quick3d": {**DIFFAE_PRESETS["quick3d"], "covariate_latent_dim": 16},
 }
 
 
@@ -126,7 +127,11 @@ class DisentangledDiffAE(DiffusionAutoencoder):
         return super().fit(manifest, images)
 
     def _assemble(self, encoder, unet, covariate_encoder) -> DiffusionAutoencoderNet:
-        return DisentangledNet(encoder, unet, covariate_encoder, len(self.sites))
+        net = DisentangledNet(encoder, unet, covariate_encoder, len(self.sites))
+        # without the adversarial loss the site head sits training out; frozen, it is no parameter
+        # that torchrun's DDP would wait for a gradient of
+        net.site_head.requires_grad_(bool(self.adversarial_weight))
+        return net
 
     @property
     def sites(self) -> list[str]:

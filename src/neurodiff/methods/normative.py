@@ -100,7 +100,8 @@ class NormativeDiffAE(DiffusionAutoencoder):
 
     @classmethod
     def preset(cls, name: str, **params: Any) -> NormativeDiffAE:
-        """``"paper"`` (the brain-slice recipe) or ``"quick"`` (CPU minutes at 64×64), with overrides."""
+        """``"paper"`` (the brain-slice recipe), ``"quick"`` (CPU minutes at 64×64) or ``"quick3d"`` (CPU
+        minutes for 32³ volumes), with overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **params})

@@ -37,21 +37,41 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def batches_per_epoch(n: int, batch_size: int, processes: int = 1) -> int:
+    """Batches of one epoch; with several processes a last batch too small to share is left out."""
+    full, rest = divmod(n, batch_size)
+    return full + (rest >= processes)
+
+
 def iterate_batches(
     data: TensorData | Dataset,
     order: torch.Tensor,
     batch_size: int,
     start: int = 0,
     num_workers: int = 0,
+    *,
+    group: Any = None,
+    with_sizes: bool = False,
 ) -> Iterator[Any]:
-    """Yield the batches of `order` from batch number `start` on (to resume mid-epoch)."""
-    chunks = list(torch.split(order, batch_size))[start:]
+    """Yield the batches of `order` from batch number `start` on (to resume mid-epoch).
+
+    With a torchrun `group` (:class:`~neurodiff.training.distributed.ProcessGroup`), each batch is
+    this process's share of the global batch; `with_sizes` yields ``(batch, global batch size)``.
+    """
+    chunks = list(torch.split(order, batch_size))
+    processes = group.world_size if group is not None else 1
+    if len(chunks[-1]) < processes:  # a last batch too small to give every process a row
+        chunks.pop()
+    sizes = [len(c) for c in chunks][start:]
+    chunks = [group.shard(c) if group is not None else c for c in chunks[start:]]
     if isinstance(data, TensorData):
-        for index in chunks:
-            yield data.take(index)
-        return
-    loader = DataLoader(data, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers)
-    yield from loader
+        batches = (data.take(index) for index in chunks)
+    else:
+        batches = iter(DataLoader(data, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers))
+    if with_sizes:
+        yield from zip(batches, sizes)
+    else:
+        yield from batches
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

@@ -7,6 +7,7 @@ Layout::
 
     OUT/
       manifest.csv     one row per image (image-cohort contract + true_* ground-truth columns)
+      manifest-3d.csv  the same rows with ``path`` naming the volumes (only with volumes=True)
       sites.csv        each site's demographics and acquisition parameters (ground truth)
       cohort.json      configuration, counts, template tissue levels, regions, affines
       images/          2D NIfTI slices, sub-NNNNN_ses-N.nii.gz
@@ -149,9 +150,19 @@ def generate_image_cohort(
             records.append(_write_image(tmp, item, renderer, config))
         manifest = _manifest(records, config)
         manifest.to_csv(tmp / "manifest.csv", index=False)
+        if config.volumes:
+            volume_manifest(manifest).to_csv(tmp / "manifest-3d.csv", index=False)
         sites_table(sites).to_csv(tmp / "sites.csv", index=False)
         write_json(tmp / "cohort.json", _metadata(config, renderer, manifest))
     return manifest
+
+
+def volume_manifest(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest of the 3D volumes: ``path`` (and the travellers' reference) names the volumes."""
+    to_volume = dict(zip(manifest["path"], manifest["volume_path"]))
+    volumes = manifest.drop(columns=["volume_path"]).assign(path=manifest["volume_path"])
+    volumes["true_reference_path"] = [to_volume.get(p, "") for p in manifest["true_reference_path"]]
+    return volumes
 
 
 def _write_image(folder: Path, item: RenderedImage, renderer: Renderer, config: ImageCohortConfig) -> dict:
