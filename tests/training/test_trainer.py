@@ -255,11 +255,22 @@ def test_bad_settings_are_clear_errors():
         Trainer(max_steps=1, progress=False).fit(make_net(), diffusion_loss, TensorData(x=torch.zeros(0, 4)))
 
 
+@pytest.mark.filterwarnings("ignore:this CPU has no native bf16")  # the warning is tested below
 def test_bf16_autocast_runs_on_cpu():
     result = Trainer(max_steps=2, batch_size=8, precision="bf16", progress=False).fit(
         make_net(), diffusion_loss, make_data()
     )
     assert all(math.isfinite(v) for v in result.history["loss"])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_slow(monkeypatch, recwarn, native):
+    import neurodiff.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_flags", lambda: frozenset({"avx2", "fma", *(["avx512_bf16"] * native)}))
+    Trainer(max_steps=1, batch_size=8, precision="bf16", progress=False).fit(make_net(), diffusion_loss, make_data())
+    slow = [w for w in recwarn if "no native bf16" in str(w.message)]
+    assert len(slow) == (0 if native else 1)
 
 
 class _Squares(torch.utils.data.Dataset):

@@ -41,6 +41,8 @@ def environment() -> dict[str, Any]:
     """The software and hardware a result was measured on."""
     import torch
 
+    from neurodiff.training.trainer import cpu_flags
+
     env = {
         "neurodiff": __version__,
         "python": sys.version.split()[0],
@@ -50,6 +52,10 @@ def environment() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # the ISA torch's own kernels use, and the vector and bf16 features the CPU reports: this VM has
+        # been seen both with and without AVX-512, which changes fp32 and above all bf16 speeds
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_features": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma"))),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return env

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,24 @@ class _Position:
     batch: int = 0  # next batch of the epoch
     step: int = 0  # iterations done (skipped updates included)
     done: bool = False
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. not on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether the CPU computes bf16 natively (AVX-512 BF16 or AMX); None when it cannot be told."""
+    flags = cpu_flags()
+    return bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else None
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -168,6 +187,10 @@ class Trainer:
         if group.active and self.batch_size < group.world_size:
             raise ValueError(f"batch size {self.batch_size} is smaller than the {group.world_size} processes of this "
                              "torchrun launch; the batch size is the global one, shared between them")
+        if self.precision == "bf16" and device.type == "cpu" and cpu_has_native_bf16() is False:
+            warnings.warn("this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 autocast emulates it and is "
+                          "several times slower than fp32 here (measured 15 against 128 GFLOP/s on an AVX2-only "
+                          "CPU); use precision='fp32'", RuntimeWarning, stacklevel=2)
         distributed.join(group, device)
         model.to(device).train()
         replica = distributed.wrap(model, group, device)
