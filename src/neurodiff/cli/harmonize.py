@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from neurodiff.cli import seed_options
+from neurodiff.cli.volumes import quick_preset as _preset
 from neurodiff.cli.volumes import slices_only as _slices_only
 
 app = typer.Typer(
@@ -19,16 +20,6 @@ app = typer.Typer(
 def _fail(error: Exception) -> None:
     typer.echo(f"neurodiff harmonize: {error}", err=True)
     raise typer.Exit(2) from error
-
-
-def _preset(quick: bool, manifest: Path) -> str:
-    """--quick: "quick" for slices, "quick3d" for volumes; otherwise the paper's recipe."""
-    from neurodiff.methods.diffae import quick_preset_for
-
-    preset = quick_preset_for(manifest) if quick else "paper"
-    if preset == "quick3d":
-        typer.echo("3D volumes: the quick3d preset (8 base channels, 200 steps of batch 8)")
-    return preset
 
 
 @app.command("fit")

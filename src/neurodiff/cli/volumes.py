@@ -1,8 +1,20 @@
-"""What the commands say about 3D volumes where only 2D slices are supported."""
+"""The image commands and 3D volumes: the preset --quick means for them, and where only slices go."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import typer
+
+
+def quick_preset(quick: bool, manifest: Path) -> str:
+    """--quick: "quick" for slices, "quick3d" for volumes (said so); otherwise the paper's recipe."""
+    from neurodiff.methods.diffae import quick_preset_for
+
+    preset = quick_preset_for(manifest) if quick else "paper"
+    if preset == "quick3d":
+        typer.echo("3D volumes: the quick3d preset (8 base channels, 200 steps of batch 8)")
+    return preset
 
 
 def slices_only(manifest: Path, group: str, baselines: str) -> None:
