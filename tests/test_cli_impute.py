@@ -1,7 +1,9 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 from typer.testing import CliRunner
 
 from neurodiff.cli import app
@@ -43,3 +45,60 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path):
     result = runner.invoke(app, ["impute", "predict", "--model", str(tmp_path / "nomodel"), "--data", str(table),
                                  "--out", str(tmp_path / "x.csv")])
     assert result.exit_code == 2 and "does not exist" in result.output and not (tmp_path / "x.csv").exists()
+
+
+def _own_table(n=60, paired=30):
+    """The cohort with a user's column names, zero-padded ids, integer columns and a visit 3 row."""
+    frame = cohort(n=n, paired=paired).rename(columns={"subject_id": "pid", "visit": "session"})
+    frame["pid"] = [f"{int(s[1:]):03d}" for s in frame["pid"]]
+    frame["disease"] = frame["disease"].astype(int)
+    frame["scanner"] = frame.index % 3  # an integer column that is neither label nor feature
+    frame["f0"] = np.round(frame["f0"] * 100).astype(int)  # an integer feature
+    third = frame[frame.session == 2].head(2).assign(session=3)
+    return pd.concat([frame, third], ignore_index=True)
+
+
+def test_own_column_names_ids_and_integer_columns_round_trip(tmp_path):
+    table = tmp_path / "table.csv"
+    _own_table().to_csv(table, index=False)
+    model, out = tmp_path / "model", tmp_path / "completed.csv"
+    result = runner.invoke(app, ["impute", "fit", "--data", str(table), "--labels", "age,disease", "--exclude", "scanner",
+                                 "--subject", "pid", "--visit", "session", "--out", str(model), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "ignoring 2 row(s) whose visit ('session') is neither 1 nor 2 (visit 3)" \
+        in result.output
+    result = runner.invoke(app, ["impute", "predict", "--model", str(model), "--data", str(table), "--out", str(out),
+                                 "--device", "cpu", "--samples", "2"])
+    assert result.exit_code == 0, result.output
+    assert "ignoring 2 row(s)" in result.output
+    text = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert text["pid"].iloc[0] == "000" and set(text.loc[text.generated == "True", "pid"]) == {f"{i:03d}" for i in
+                                                                                                 range(30, 60)}
+    generated = text[text.generated == "True"]
+    assert set(generated["session"]) == {"2"} and set(text["disease"]) == {"0", "1"}  # not 0.0 / 1.0
+    assert set(generated["scanner"]) == {""} and set(text.loc[text.generated == "False", "scanner"]) == {"0", "1", "2"}
+    assert set(generated["sample"]) == {"0", "1"} and set(text.loc[text.generated == "False", "sample"]) == {""}
+    # an integer feature gets generated, fractional values: that column may become float, its real values unchanged
+    assert any(float(v) != round(float(v)) for v in generated["f0"])
+    real = text.loc[text.generated == "False", "f0"].astype(float).to_numpy()
+    np.testing.assert_array_equal(real, _own_table()["f0"].to_numpy())
+
+
+def test_predict_device_is_checked_before_anything_is_written(tmp_path):
+    table = tmp_path / "table.csv"
+    cohort(n=40, paired=20).to_csv(table, index=False)
+    model = tmp_path / "model"
+    result = runner.invoke(app, ["impute", "fit", "--data", str(table), "--labels", "age,disease", "--out", str(model),
+                                 "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "completed.csv"
+    result = runner.invoke(app, ["impute", "predict", "--model", str(model), "--data", str(table), "--out", str(out),
+                                 "--device", "gpu"])
+    assert result.exit_code == 2 and "device 'gpu' is not a device" in result.output and not out.exists()
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["impute", "predict", "--model", str(model), "--data", str(table), "--out", str(out),
+                                     "--device", "cuda"])
+        assert result.exit_code == 2 and "CUDA is not available" in result.output and not out.exists()
+    result = runner.invoke(app, ["impute", "predict", "--model", str(model), "--data", str(table), "--out", str(out),
+                                 "--device", "auto"])
+    assert result.exit_code == 0, result.output

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -75,3 +76,22 @@ def test_cli_benchmark_writes_results_and_report(tmp_path, small, monkeypatch):
     bad = CliRunner().invoke(app, ["impute", "benchmark", "--data", str(table), "--out", str(tmp_path / "b2"),
                                    "--labels", "sex", "--methods", "magic"])
     assert bad.exit_code == 2 and "unknown methods ['magic']" in bad.output and not (tmp_path / "b2").exists()
+
+
+def test_cli_benchmark_reads_own_subject_and_visit_columns(tmp_path):
+    frame = generate_longitudinal(LongitudinalConfig(n_subjects=60, n_paired=30, n_features=8, seed=2))
+    frame = frame.rename(columns={"subject_id": "pid", "visit": "session"})
+    frame = pd.concat([frame, frame[frame.session == 2].head(3).assign(session=3)], ignore_index=True)
+    table, out = tmp_path / "t.csv", tmp_path / "bench"
+    frame.to_csv(table, index=False)
+    command = ["impute", "benchmark", "--data", str(table), "--seeds", "1", "--quick", "--labels", "sex,age",
+               "--exclude", ",".join(c for c in LABEL_COLUMNS if c not in ("sex", "age")) + ",years_since_first",
+               "--methods", "locf,ridge", "--out", str(out)]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2 and "id column 'subject_id' is not in the table" in result.output
+    assert not out.exists()
+    result = CliRunner().invoke(app, [*command, "--subject", "pid", "--visit", "session"])
+    assert result.exit_code == 0, result.output
+    assert "ignoring 3 row(s) whose visit ('session') is neither 1 nor 2 (visit 3)" in result.output
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["data"]["subjects"] == 60 and doc["data"]["paired"] == 30 and doc["data"]["features"] == 8

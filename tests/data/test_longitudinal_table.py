@@ -1,8 +1,15 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from neurodiff.data.longitudinal_table import longitudinal_arrays, read_table
+from neurodiff.data.longitudinal_table import (
+    IgnoredVisitsWarning,
+    keep_integer_columns,
+    longitudinal_arrays,
+    read_table,
+)
 
 
 def table():
@@ -37,6 +44,8 @@ def test_arrays_align_visits_by_subject():
         (lambda t: t.assign(subject_id=["a", "a", "b", "c", "d"]), {"labels": ["age"]}, "subject 'd' has a follow-up but no first visit"),
         (lambda t: t.assign(hippocampus=np.nan), {"labels": ["age"]}, "feature column 'hippocampus' has no values"),
         (lambda t: t.assign(age=[np.nan, 1, 2, 3, 4]), {"labels": ["age"]}, "subject 'a' has no value for label 'age'"),
+        (lambda t: t.assign(subject_id=["a", "a", None, "c", "c"]), {"labels": ["age"]},
+         "subject column 'subject_id' has an empty value in row 4"),
     ],
 )
 def test_bad_tables_name_the_problem(change, kwargs, message):
@@ -53,3 +62,40 @@ def test_read_table_errors(tmp_path):
         read_table(tmp_path / "t.xlsx")
     table().to_parquet(tmp_path / "t.parquet")
     pd.testing.assert_frame_equal(read_table(tmp_path / "t.parquet"), table())
+
+
+def test_other_visits_are_ignored_with_a_warning_that_says_which():
+    third = pd.DataFrame({"subject_id": ["a", "c", "c"], "visit": [3, 3, 4], "age": [64.0, 60.0, 61.0],
+                          "stroke": [0, 0, 0], "hippocampus": [3900.0, 4000.0, 3990.0],
+                          "ventricles": [22000.0, 19000.0, 19100.0], "site_name": ["x", "x", "x"]})
+    with pytest.warns(IgnoredVisitsWarning, match=r"t\.csv: ignoring 3 row\(s\) whose visit \('visit'\) is neither "
+                      r"1 nor 2 \(visit 3, 4\)"):
+        data = longitudinal_arrays(pd.concat([table(), third], ignore_index=True), labels=["age"], source="t.csv")
+    expected = longitudinal_arrays(table(), labels=["age"])
+    np.testing.assert_array_equal(data.x2, expected.x2)
+    assert list(data.paired) == list(expected.paired)
+    with warnings.catch_warnings():  # only visits 1 and 2: no warning
+        warnings.simplefilter("error", IgnoredVisitsWarning)
+        longitudinal_arrays(table(), labels=["age"])
+
+
+def test_subject_ids_are_read_as_text_and_keep_leading_zeros(tmp_path):
+    frame = table().rename(columns={"subject_id": "pid"}).assign(pid=["007", "007", "010", "0012", "0012"])
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    back = read_table(tmp_path / "t.csv", subject="pid")
+    assert list(back["pid"]) == ["007", "007", "010", "0012", "0012"]
+    data = longitudinal_arrays(back, labels=["age"], subject="pid")
+    assert list(data.subject_ids) == ["007", "010", "0012"]
+    # Parquet keeps its types; numeric ids become the same text as a CSV's
+    table().assign(subject_id=[7, 7, 10, 12, 12]).to_parquet(tmp_path / "t.parquet")
+    assert list(read_table(tmp_path / "t.parquet")["subject_id"]) == ["7", "7", "10", "12", "12"]
+
+
+def test_keep_integer_columns_only_where_nothing_is_lost():
+    like = pd.DataFrame({"visit": [1, 2], "sex": [0, 1], "count": [3, 4], "score": [1.5, 2.0], "feature": [10, 11]})
+    appended = pd.concat([like, pd.DataFrame({"visit": [2], "sex": [1.0], "feature": [10.25]})], ignore_index=True)
+    assert appended["sex"].dtype == np.float64  # what appending did
+    kept = keep_integer_columns(appended, like)
+    assert kept["visit"].dtype == np.int64 and kept["sex"].dtype == np.int64 and list(kept["sex"]) == [0, 1, 1]
+    assert str(kept["count"].dtype) == "Int64" and kept["count"].isna().tolist() == [False, False, True]
+    assert kept["feature"].dtype == np.float64 and kept["score"].dtype == np.float64  # fractional, or not integer

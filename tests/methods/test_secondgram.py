@@ -91,3 +91,14 @@ def test_pretrained_variant_runs():
     model = SecondGram.preset("pretrained", **{**TINY, "pretrain_epochs": 2, "max_epochs": 2}).fit(cohort(n=120, paired=60))
     assert len(model.pretrain_history_["epoch_loss"]) == 2
     assert model.n_train_samples_ == 60 - 6  # paired only, minus validation
+
+
+def test_complete_keeps_the_tables_dtypes(fitted):
+    table = cohort(n=40, paired=20).assign(disease=lambda t: t["disease"].astype(int), scanner=3)
+    completed = fitted.complete(table)
+    assert completed["disease"].dtype == np.int64 and completed["visit"].dtype == np.int64
+    assert str(completed["scanner"].dtype) == "Int64" and completed["scanner"].isna().sum() == 20
+    assert completed["f0"].dtype == np.float64
+    everyone_paired = fitted.complete(cohort(n=20, paired=20))  # nothing to generate: the table unchanged
+    assert (everyone_paired.dtypes.drop("generated") == cohort(n=20, paired=20).dtypes).all()
+    assert not everyone_paired["generated"].any()

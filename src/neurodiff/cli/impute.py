@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -24,6 +27,37 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(2) from error
 
 
+def _device(device: str) -> str:
+    """`device` checked (cpu, cuda, cuda:N or auto) before any work: a ValueError naming what to use."""
+    from neurodiff.training import resolve_device
+
+    resolve_device(device)
+    return device
+
+
+@contextmanager
+def _table_warnings(show: bool = True) -> Iterator[None]:
+    """Print the table reader's warnings (rows of visits other than 1 and 2, ignored) as lines on stderr."""
+    from neurodiff.data.longitudinal_table import IgnoredVisitsWarning
+
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", IgnoredVisitsWarning)
+            yield
+    finally:
+        for warning in caught:
+            if issubclass(warning.category, IgnoredVisitsWarning):
+                if show:
+                    typer.echo(f"neurodiff impute: warning: {warning.message}", err=True)
+            else:  # any other warning goes on as usual
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+SUBJECT_HELP = "Subject id column (read as text: 007 stays 007)."
+VISIT_HELP = "Visit column (1 = first visit, 2 = follow-up; rows of other visits are ignored, with a warning)."
+
+
 @app.command("fit")
 def fit(
     data: Path = typer.Option(..., "--data", help="Long-format table (.csv or .parquet): subject, visit, labels, features."),
@@ -31,8 +65,8 @@ def fit(
     out: Path = typer.Option(..., "--out", help="Folder for the saved model (must be absent or empty)."),
     features: str = typer.Option(None, "--features", help="Comma-separated feature columns (default: all other numeric columns)."),
     exclude: str = typer.Option(None, "--exclude", help="Comma-separated numeric columns that are neither labels nor features."),
-    subject: str = typer.Option("subject_id", "--subject", help="Subject id column."),
-    visit: str = typer.Option("visit", "--visit", help="Visit column (1 = first visit, 2 = follow-up)."),
+    subject: str = typer.Option("subject_id", "--subject", help=SUBJECT_HELP),
+    visit: str = typer.Option("visit", "--visit", help=VISIT_HELP),
     variant: str = typer.Option("secondgram", "--variant", help="secondgram, secondgram_noised_schedule, vanilla, pretrained, no_grad, no_self, or "
                                  "secondgram_warmup_calibration (not in the paper: thresholds calibrated after 5 epochs)."),
     quick: bool = typer.Option(False, "--quick", help="At most 50 epochs, patience 10 (CPU minutes); default: the paper's 1000 / 50."),
@@ -60,8 +94,11 @@ def fit(
     try:
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(f"--out {out} is not empty; choose a new folder")
+        _device(device)
         model = SecondGram.preset(variant, **params)
-        model.fit(data)
+        with _table_warnings(show=is_main_process()):
+            arrays = model.read(data)
+        model.fit(arrays)
         if not is_main_process():  # under torchrun, rank 0 writes the model and reports
             return
         model.save(out)
@@ -84,6 +121,7 @@ def predict(
     samples: int = typer.Option(1, "--samples", help="Generated follow-ups per subject."),
     all_subjects: bool = typer.Option(False, "--all-subjects", help="Generate for every subject, not only those without a follow-up."),
     seed: int = typer.Option(None, "--seed", help="Sampling seed (default: the model's)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto, for sampling (whatever device the model was fitted on)."),
 ) -> None:
     """Write the table completed with generated follow-ups (visit 2), each flagged generated=True.
 
@@ -101,8 +139,10 @@ def predict(
             raise ValueError(f"--out {out} must end in .csv or .parquet")
         if samples < 1:
             raise ValueError(f"--samples must be at least 1, got {samples}")
-        estimator = SecondGram.load(model)
-        completed = estimator.complete(read_table(data), n_samples=samples, all_subjects=all_subjects, seed=seed)
+        estimator = SecondGram.load(model).set_params(device=_device(device))
+        with _table_warnings():
+            completed = estimator.complete(read_table(data, subject=estimator.subject), n_samples=samples,
+                                           all_subjects=all_subjects, seed=seed)
         with atomic_path(out) as tmp:
             if out.suffix.lower() == ".csv":
                 completed.to_csv(tmp, index=False)
@@ -123,6 +163,8 @@ def benchmark(
     quick: bool = typer.Option(False, "--quick", help="Short training (CPU minutes per method and seed) and the --quick cohort."),
     labels: str = typer.Option(None, "--labels", help="Conditioning labels (default for the embedded cohort: all 14)."),
     exclude: str = typer.Option(None, "--exclude", help="Numeric columns that are neither labels nor features."),
+    subject: str = typer.Option("subject_id", "--subject", help=SUBJECT_HELP),
+    visit: str = typer.Option("visit", "--visit", help=VISIT_HELP),
     methods: str = typer.Option(None, "--methods", help="Comma-separated subset of: secondgram, secondgram_noised_schedule, "
                                 "vanilla, pretrained, no_grad, no_self, gan, locf, ridge, secondgram_warmup_calibration "
                                 "(default: all of them)."),
@@ -187,10 +229,12 @@ def benchmark(
                            f"{table_config.n_subjects} subjects, {table_config.n_paired} paired, "
                            f"{table_config.n_features} features")
         else:
-            table, source, description = read_table(data), str(data), f"table {data}"
+            table, source, description = read_table(data, subject=subject), str(data), f"table {data}"
         if not labels:
             raise ValueError("name the conditioning label columns with --labels")
-        arrays = longitudinal_arrays(table, labels=_columns(labels), exclude=_columns(exclude) or (), source=source)
+        with _table_warnings():
+            arrays = longitudinal_arrays(table, labels=_columns(labels), exclude=_columns(exclude) or (),
+                                         subject=subject, visit=visit, source=source)
         factory = ImputeBenchmarkConfig.quick if quick else ImputeBenchmarkConfig
         params = dict(labels=arrays.label_columns, methods=tuple(_columns(methods) or ALL_METHODS),
                       seeds=tuple(range(seeds)), downstream_labels=tuple(_columns(downstream) or ()),

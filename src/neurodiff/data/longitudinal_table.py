@@ -3,12 +3,15 @@
 One row per subject and visit: a subject column, a visit column (1 = first visit, 2 = follow-up),
 covariate (label) columns named by the user and feature columns (named by the user, or all remaining
 numeric columns). Subjects with only visit 1 are the unpaired ones. Labels are read from the first
-visit. Every problem is an error that names the column, subject or file at fault.
+visit. Rows of any other visit (3, 4, ...) are not used: a :class:`IgnoredVisitsWarning` says how
+many and which. Subject ids are text (a CSV's ``007`` stays ``"007"``). Every problem is an error that
+names the column, subject or file at fault.
 """
 
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +42,16 @@ class LongitudinalArrays:
         return len(self.subject_ids)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet table, with errors that say what to do."""
+class IgnoredVisitsWarning(UserWarning):
+    """A longitudinal table has rows whose visit is neither 1 nor 2; they are not used."""
+
+
+def read_table(path: str | Path, *, subject: str | None = "subject_id") -> pd.DataFrame:
+    """Read a CSV or Parquet table, with errors that say what to do.
+
+    The `subject` column, where the table has one, is read as text, whatever the format, so that ids
+    such as ``007`` keep their leading zeros (empty cells stay missing).
+    """
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not a table file" if path.is_dir() else "does not exist"
@@ -49,14 +60,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
             "see docs/workflow-impute-two-visits.md); to try the tools first, `neurodiff synth longitudinal "
             "--quick --out table.csv` writes an example")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise ValueError(f"table {path} must be .csv or .parquet, not {suffix or 'without extension'!r}")
     try:
         if suffix == ".csv":
-            return pd.read_csv(path)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
+            frame = pd.read_csv(path, dtype={subject: str} if subject else None)
+        else:
+            frame = pd.read_parquet(path)
     except Exception as error:
         raise ValueError(f"cannot read table {path}: {error}") from error
-    raise ValueError(f"table {path} must be .csv or .parquet, not {suffix or 'without extension'!r}")
+    if subject and subject in frame.columns and not pd.api.types.is_string_dtype(frame[subject]):
+        frame[subject] = frame[subject].map(lambda value: value if pd.isna(value) else str(value)).astype(object)
+    return frame
 
 
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], role: str, source: str) -> None:
@@ -113,6 +128,18 @@ def longitudinal_arrays(
     if visits.isna().any():
         row = int(np.flatnonzero(visits.isna().to_numpy())[0])
         raise ValueError(f"{source}: visit column {visit!r} has a non-numeric or empty value in row {row + 2}")
+    if frame[subject].isna().any():
+        row = int(np.flatnonzero(frame[subject].isna().to_numpy())[0])
+        raise ValueError(f"{source}: subject column {subject!r} has an empty value in row {row + 2}")
+    other = ~visits.isin((1, 2))
+    if other.any():
+        values = np.unique(visits[other].to_numpy())
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
+        warnings.warn(
+            f"{source}: ignoring {int(other.sum())} row(s) whose visit ({visit!r}) is neither 1 nor 2 "
+            f"(visit {shown}); only the first visit (1) and the follow-up (2) are used",
+            IgnoredVisitsWarning, stacklevel=2,
+        )
 
     first, follow = frame[visits == 1], frame[visits == 2]
     _no_duplicates(first, subject, "first visits (visit 1)", source)
@@ -146,3 +173,28 @@ def _no_duplicates(rows: pd.DataFrame, subject: str, what: str, source: str) -> 
     duplicated = rows[subject].duplicated()
     if duplicated.any():
         raise ValueError(f"{source}: subject {rows[subject][duplicated].iloc[0]!r} has two {what}")
+
+
+def keep_integer_columns(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every integer column of `like` integer again where that loses nothing.
+
+    Appending rows (generated follow-ups, whose labels pass through floats and whose other columns are
+    empty) turns integer columns into floats. A column whose values are all whole numbers or missing
+    gets back the dtype it has in `like`, or pandas' nullable ``Int64`` where values are missing;
+    a column with a fractional value (e.g. a generated feature) stays float.
+    """
+    frame = frame.copy()
+    for column in like.columns:
+        if column not in frame.columns or not pd.api.types.is_integer_dtype(like[column]):
+            continue
+        values = frame[column]
+        if values.dtype == like[column].dtype or not pd.api.types.is_numeric_dtype(values):
+            continue
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        present = numbers[~np.isnan(numbers)]
+        if not np.array_equal(present, np.round(present)):
+            continue
+        missing = bool(np.isnan(numbers).any())
+        plain = not isinstance(like[column].dtype, pd.api.extensions.ExtensionDtype)
+        frame[column] = values.astype("Int64" if missing and plain else like[column].dtype)
+    return frame

@@ -87,10 +87,14 @@ def cpu_has_native_bf16() -> bool | None:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" → cuda when available else cpu; a cuda device that is not there is a clear error."""
+    """"auto" → cuda when available else cpu; a name that is not a device, or a cuda device that is not
+    there, is a ValueError that says what to use."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a device; use cpu, cuda (or cuda:N) or auto") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was requested but CUDA is not available on this machine; use --device cpu")
     return device

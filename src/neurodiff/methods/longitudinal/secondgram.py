@@ -34,7 +34,12 @@ import pandas as pd
 import torch
 
 from neurodiff.base import Estimator
-from neurodiff.data.longitudinal_table import LongitudinalArrays, longitudinal_arrays, read_table
+from neurodiff.data.longitudinal_table import (
+    LongitudinalArrays,
+    keep_integer_columns,
+    longitudinal_arrays,
+    read_table,
+)
 from neurodiff.diffusion import Diffusion, linear_betas
 from neurodiff.evaluation.imputation import pearson_feature
 from neurodiff.methods.longitudinal.preparation import Preparation
@@ -170,7 +175,7 @@ class SecondGram(Estimator):
     def read(self, table: pd.DataFrame | str | Path, *, source: str | None = None) -> LongitudinalArrays:
         """The table (or the file) as per-subject arrays, with the columns this model uses."""
         if isinstance(table, (str, Path)):
-            source, table = str(table), read_table(table)
+            source, table = str(table), read_table(table, subject=self.subject)
         features = self.feature_columns_ if getattr(self, "is_fitted_", False) else self.features
         role_source = source or "table"
         if getattr(self, "is_fitted_", False):
@@ -312,13 +317,17 @@ class SecondGram(Estimator):
                 seed: int | None = None) -> pd.DataFrame:
         """Generated follow-up rows (visit 2) for subjects without one (or every subject).
 
-        Returns a long-format frame: subject, visit = 2, the labels (from visit 1), the features in
-        original units, ``generated`` = True and, with several samples, ``sample`` (0, 1, …).
+        Returns a long-format frame: subject, visit = 2, the labels (from visit 1, with the table's
+        dtypes), the features in original units, ``generated`` = True and, with several samples,
+        ``sample`` (0, 1, …).
         """
         self._check_fitted()
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-        data = self.read(table)
+        source = None
+        if isinstance(table, (str, Path)):
+            source, table = str(table), read_table(table, subject=self.subject)
+        data = self.read(table, source=source)
         keep = np.ones(len(data), bool) if all_subjects else ~data.paired
         data = data.subset(np.flatnonzero(keep))
         if len(data) == 0:
@@ -336,16 +345,25 @@ class SecondGram(Estimator):
             if n_samples > 1:
                 frame["sample"] = k
             frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
+        return keep_integer_columns(pd.concat(frames, ignore_index=True), table)
 
     def complete(self, table: pd.DataFrame | str | Path, *, n_samples: int = 1, all_subjects: bool = False,
                  seed: int | None = None) -> pd.DataFrame:
-        """The table with generated follow-ups appended (see :meth:`predict`), flagged ``generated``."""
-        frame = read_table(table) if isinstance(table, (str, Path)) else table
+        """The table with generated follow-ups appended (see :meth:`predict`), flagged ``generated``.
+
+        Integer columns stay integer where the generated rows need no fraction (labels, visit, columns
+        left empty: nullable ``Int64``); generated feature values make a feature column float.
+        """
+        frame = read_table(table, subject=self.subject) if isinstance(table, (str, Path)) else table
         generated = self.predict(frame, n_samples=n_samples, all_subjects=all_subjects, seed=seed)
         original = frame.copy()
         original["generated"] = False
-        return pd.concat([original, generated], ignore_index=True)
+        if generated.empty:
+            return original
+        completed = pd.concat([original, generated], ignore_index=True)
+        if "sample" in generated.columns and "sample" not in frame.columns:
+            completed["sample"] = completed["sample"].astype("Int64")
+        return keep_integer_columns(completed, frame)
 
     # ------------------------------------------------------------------ saving hooks
     def _networks(self):
