@@ -1,10 +1,18 @@
 import json
 
+import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from neurodiff.cli import app
+from neurodiff.data import image_manifest
 from neurodiff.evaluation.harmonization import METRIC_NAMES
-from neurodiff.evaluation.harmonization_benchmark import ALL_METHODS, split_cohort
+from neurodiff.evaluation.harmonization_benchmark import (
+    ALL_METHODS,
+    HarmonizeBenchmarkConfig,
+    default_target_site,
+    split_cohort,
+)
 
 runner = CliRunner()
 
@@ -46,5 +54,78 @@ def test_benchmark_refuses_an_unknown_method_and_a_missing_target(tiny_image_coh
     assert result.exit_code == 2 and "magic" in result.output
     result = runner.invoke(app, ["harmonize", "benchmark", "--manifest", str(manifest), "--target-site", "site4",
                                  "--out", str(tmp_path / "b")])
-    assert result.exit_code == 2 and "site4" in result.output
+    assert result.exit_code == 2 and "site4" in result.output and "sites: site0, site1" in result.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.fixture
+def image_loads(monkeypatch):
+    """Counts the CLI's calls of load_images (it imports the function when it runs)."""
+    calls, load = [], image_manifest.load_images
+    monkeypatch.setattr(image_manifest, "load_images", lambda *a, **k: calls.append(1) or load(*a, **k))
+    return calls
+
+
+def _copy(frame, path, **columns):
+    """The manifest with absolute image paths (so that it can live elsewhere) and some columns replaced."""
+    frame.drop(columns=["resolved_path"]).assign(path=frame["resolved_path"], **columns).to_csv(path, index=False)
+    return path
+
+
+def test_benchmark_refuses_sex_codes_the_evaluation_cannot_use_before_loading_images(tiny_image_cohort, tmp_path,
+                                                                                     image_loads):
+    _, frame, _ = tiny_image_cohort
+    manifest = _copy(frame, tmp_path / "m.csv", sex=frame["sex"].map({"F": "female", "M": "male"}))
+    out = tmp_path / "bench"
+    result = runner.invoke(app, ["harmonize", "benchmark", "--manifest", str(manifest), "--methods", "raw",
+                                 "--seeds", "1", "--no-timing", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "'sex'" in result.output and "'female', 'male'" in result.output and frame["subject_id"][0] in result.output
+    assert not image_loads and not out.exists()
+    result = runner.invoke(app, ["harmonize", "benchmark", "--manifest", str(_copy(frame, tmp_path / "t.csv")),
+                                 "--target-site", "nowhere", "--out", str(out)])
+    assert result.exit_code == 2 and "nowhere" in result.output and not image_loads
+
+
+def test_config_check_names_column_and_values_and_ignores_patients(tiny_image_cohort):
+    _, frame, _ = tiny_image_cohort
+    config = HarmonizeBenchmarkConfig()
+    with pytest.raises(ValueError, match=r"'age' must hold a number.*'old' in 1 row"):
+        config.check(frame.assign(age=["old"] + list(frame["age"][1:])))
+    with pytest.raises(ValueError, match=r"'sex' must hold 'F' or 'M'.*found 0, 1 in 20 row"):
+        config.check(frame.assign(sex=[1, 0] * (len(frame) // 2)))
+    with pytest.raises(ValueError, match=r"'site' must hold a site name"):
+        config.check(frame.assign(site=[None] + list(frame["site"][1:])))
+    patients = frame.assign(group=["patient"] + ["control"] * (len(frame) - 1))
+    config.check(patients.assign(sex=["unknown"] + list(frame["sex"][1:])))  # the benchmark leaves patients out
+
+
+def test_default_target_is_the_site_with_most_images_ties_sorted():
+    frame = pd.DataFrame({"site": ["b", "a", "b", "c", "a", "c"]})
+    assert default_target_site(frame) == "a"
+    assert default_target_site(frame.iloc[:4]) == "b"
+    assert HarmonizeBenchmarkConfig(target_site="c").with_target(frame).target_site == "c"
+    assert HarmonizeBenchmarkConfig().with_target(frame).target_site == "a"
+
+
+def test_default_target_is_site0_in_the_embedded_cohorts():
+    from neurodiff.data.synthetic_images import ImageCohortConfig
+    from neurodiff.data.synthetic_images.cohort import plan
+    from neurodiff.demo.cohorts import IMAGE_COHORT
+
+    smoke = dict(IMAGE_COHORT, n_controls=50, n_travellers=2, n_patients=30)  # the demo's, as in test_demo
+    for cohort in (ImageCohortConfig(), ImageCohortConfig.quick(size=32), ImageCohortConfig.quick(**IMAGE_COHORT),
+                   ImageCohortConfig.quick(**smoke)):
+        assert default_target_site(plan(cohort)[1]) == "site0"
+
+
+def test_benchmark_without_target_site_uses_the_largest_site(tiny_image_cohort, tmp_path):
+    _, frame, _ = tiny_image_cohort
+    # no site0 here; "zeta" (site0's 12 images) outnumbers "alpha" (site1's 8) though it sorts last
+    manifest = _copy(frame, tmp_path / "m.csv", site=frame["site"].map({"site0": "zeta", "site1": "alpha"}))
+    out = tmp_path / "bench"
+    result = runner.invoke(app, ["harmonize", "benchmark", "--manifest", str(manifest), "--methods", "raw,combat",
+                                 "--seeds", "1", "--no-timing", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Target site: zeta (the site with the most images, 12 of 20" in result.output
+    assert json.loads((out / "results.json").read_text())["config"]["target_site"] == "zeta"

@@ -71,22 +71,30 @@ def apply(
     out: Path = typer.Option(..., "--out", help="Output folder (absent or empty): harmonised NIfTI files and manifest.csv."),
     inversion_steps: int = typer.Option(None, "--inversion-steps", help="DDIM inversion steps (default: the model's, 50)."),
     render_steps: int = typer.Option(None, "--render-steps", help="DDIM rendering steps (default: the model's, 50)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (whatever the model was trained on)."),
 ) -> None:
     """Write one harmonised NIfTI per input (same affine and header) and an output manifest.
 
-    Inputs are never modified. OUT/manifest.csv is the input manifest with `path` pointing at the
-    harmonised image, the original in `source_path`, and `harmonized_to` = the target site.
+    Inputs are never modified. OUT/manifest.csv is the input manifest, one row per image, with `path`
+    pointing at the harmonised image, `harmonized_from` = the input image it was made from (absolute),
+    `harmonized_to` = the target site, and `source_path` = the original scan: kept as it is where the
+    input manifest has one (`neurodiff preprocess` puts the raw T1 there), otherwise the input image.
+    Other relative paths (columns ending in `_path`, e.g. preprocess's volume_path and brain_mask_path)
+    are made absolute: they still name the input's files, not harmonised ones.
 
     Example:  neurodiff harmonize apply --model ddae-model --manifest cohort/manifest.csv --target-site site0 --out harmonised
     """
     from neurodiff.atomic import atomic_dir
     from neurodiff.data.image_manifest import image_stem, load_images, read_manifest, save_like
     from neurodiff.methods.harmonization import DisentangledDiffAE
+    from neurodiff.training import resolve_device
 
     try:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before any work, not after it
             raise FileExistsError(f"--out {out} is not an empty folder; choose a new folder")
+        resolve_device(device)  # a cuda that is not there fails here, before the model and images load
         ddae = DisentangledDiffAE.load(model)
+        ddae.device = device
         for name, value in (("inversion_steps", inversion_steps), ("render_steps", render_steps)):
             if value is not None:
                 if value < 1:
@@ -100,8 +108,11 @@ def apply(
         typer.echo(f"Harmonising {len(images)} images to {target_site} ...")
         harmonised = ddae.transform(images, frame, target_site)
         with atomic_dir(out) as tmp:
-            rows = frame.drop(columns=["resolved_path"]).copy()
-            rows["source_path"] = frame["resolved_path"]
+            rows = _absolute_paths(frame.drop(columns=["resolved_path"]), manifest.resolve().parent)
+            # the original scan: the input manifest's where it names one (preprocess: the raw T1), else the input
+            rows["source_path"] = (rows["source_path"].fillna(frame["resolved_path"]) if "source_path" in rows.columns
+                                   else frame["resolved_path"])
+            rows["harmonized_from"] = frame["resolved_path"]
             names = []
             for i, source in enumerate(frame["resolved_path"]):
                 name = f"images/{i:05d}_{image_stem(source)}_harmonized.nii.gz"
@@ -116,6 +127,16 @@ def apply(
     typer.echo(f"Wrote {len(images)} harmonised images and manifest.csv to {out}")
 
 
+def _absolute_paths(rows, folder: Path):
+    """`rows` with the relative paths of its `*_path` columns made absolute against `folder` (the input
+    manifest's), so that the output manifest still names the input's files."""
+    rows = rows.copy()
+    for column in [c for c in rows.columns if str(c).endswith("_path")]:
+        rows[column] = [str((folder / value.strip()).resolve()) if isinstance(value, str) and value.strip()
+                        and not Path(value.strip()).expanduser().is_absolute() else value for value in rows[column]]
+    return rows
+
+
 @app.command("benchmark")
 def benchmark(
     out: Path = typer.Option(..., "--out", help="Output folder: results.json, report.html, figures (absent or empty)."),
@@ -126,7 +147,9 @@ def benchmark(
                                "--manifest) the quick cohort at 32×32: CPU minutes per method and seed."),
     methods: str = typer.Option(None, "--methods", help="Comma-separated subset of: ddae, ddae_adversarial, combat, "
                                 "cvae, style_gan, raw."),
-    target_site: str = typer.Option("site0", "--target-site", help="Site every image is mapped to."),
+    target_site: str = typer.Option(None, "--target-site", help="Site every image is mapped to; default: the "
+                                    "site with the most images (ties: the first in sorted order), site0 in the "
+                                    "embedded cohort."),
     steps: int = typer.Option(None, "--steps", help="DDAE training steps (overrides the preset)."),
     baseline_steps: int = typer.Option(None, "--baseline-steps", help="cVAE and style-GAN training steps."),
     gan_steps: int = typer.Option(None, "--gan-steps", help="Style-GAN training steps (overrides --baseline-steps; "
@@ -175,6 +198,17 @@ def benchmark(
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
         parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,
                                           slurm_mem)
+        factory = HarmonizeBenchmarkConfig.quick if quick else HarmonizeBenchmarkConfig
+        params = dict(seeds=tuple(range(seeds)), target_site=target_site, device=device,
+                      methods=tuple(m.strip() for m in methods.split(",")) if methods else ALL_METHODS)
+        if steps is not None:
+            params["ddae_steps"] = steps
+        if baseline_steps is not None:
+            params.update(cvae_steps=baseline_steps, gan_steps=baseline_steps)
+        if gan_steps is not None:
+            params["gan_steps"] = gan_steps
+        config = factory(**params)
+        config.check()  # the options, before a cohort is generated or read
         with tempfile.TemporaryDirectory(prefix="neurodiff-harmonize-") as scratch:
             if manifest is None:
                 from neurodiff.data.synthetic_images import ImageCohortConfig, generate_image_cohort
@@ -192,18 +226,13 @@ def benchmark(
                 manifest_path, description = manifest, f"manifest {manifest}"
             frame = read_manifest(manifest_path)
             _slices_only(manifest_path, "harmonize", "the cVAE and style-GAN baselines")
+            config.check(frame)  # covariates, sites and --target-site, before any image is loaded
+            if target_site is None:
+                config = config.with_target(frame)
+                count = int((frame["site"].astype(str) == config.target_site).sum())
+                typer.echo(f"Target site: {config.target_site} (the site with the most images, {count} of "
+                           f"{len(frame)}; --target-site chooses another)")
             images, _ = load_images(frame, progress=True)
-        factory = HarmonizeBenchmarkConfig.quick if quick else HarmonizeBenchmarkConfig
-        params = dict(seeds=tuple(range(seeds)), target_site=target_site, device=device,
-                      methods=tuple(m.strip() for m in methods.split(",")) if methods else ALL_METHODS)
-        if steps is not None:
-            params["ddae_steps"] = steps
-        if baseline_steps is not None:
-            params.update(cvae_steps=baseline_steps, gan_steps=baseline_steps)
-        if gan_steps is not None:
-            params["gan_steps"] = gan_steps
-        config = factory(**params)
-        config.check(frame)
         started = time.perf_counter()
         result = run_benchmark(frame, images, config, log=typer.echo, seed_jobs=parallel)
         speed = []

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from neurodiff.evaluation.harmonization import evaluate_harmonization, image_features, site_accuracy, traveller_pairs
+from neurodiff.evaluation.harmonization import (
+    REQUIRED_COLUMNS,
+    evaluate_harmonization,
+    image_features,
+    site_accuracy,
+    traveller_pairs,
+)
 from neurodiff.evaluation.image_quality import psnr, ssim
 from neurodiff.evaluation.seed_jobs import SeedJobs
 
@@ -41,11 +47,15 @@ HIGHER_IS_BETTER = {"site_accuracy": False, "age_mae": False, "sex_auroc": True,
 
 @dataclass(frozen=True)
 class HarmonizeBenchmarkConfig:
-    """What the benchmark runs. :meth:`quick` sizes it for CPU minutes per method and seed."""
+    """What the benchmark runs. :meth:`quick` sizes it for CPU minutes per method and seed.
+
+    `target_site` None: the site with the most images of the manifest (:func:`default_target_site`;
+    site0, the reference, in the embedded synthetic cohorts); :meth:`with_target` fills it in.
+    """
 
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = ALL_METHODS
-    target_site: str = "site0"
+    target_site: str | None = None
     test_fraction: float = 0.3
     ddae_preset: str = "paper"
     ddae_steps: int | None = None
@@ -64,26 +74,73 @@ class HarmonizeBenchmarkConfig:
                    render_steps=20)
         return replace(base, **overrides)
 
-    def check(self, frame: pd.DataFrame) -> None:
+    def check(self, frame: pd.DataFrame | None = None) -> None:
+        """ValueError naming what is wrong, before any image is loaded or model trained: the options and, given
+        the manifest `frame`, the covariates the evaluation needs (:func:`check_covariates`), the sites and
+        the target site (when set)."""
         unknown = sorted(set(self.methods) - set(ALL_METHODS))
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
         if not self.seeds:
             raise ValueError("give at least one seed")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
+        if frame is None:
+            return
+        check_covariates(frame)
         sites = sorted(frame["site"].astype(str).unique())
         if len(sites) < 2:
             raise ValueError(f"harmonisation needs at least two sites; the manifest has only {sites}")
-        if self.target_site not in sites:
+        if self.target_site is not None and str(self.target_site) not in sites:
             raise ValueError(f"target site {self.target_site!r} is not in the manifest (sites: {', '.join(sites)})")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
+
+    def with_target(self, frame: pd.DataFrame) -> HarmonizeBenchmarkConfig:
+        """This config with an unset `target_site` set to :func:`default_target_site` of `frame`."""
+        return self if self.target_site is not None else replace(self, target_site=default_target_site(frame))
+
+
+def default_target_site(frame: pd.DataFrame) -> str:
+    """The site with the most images in `frame` (ties: the first in sorted order), the benchmark's target
+    when none is given. In the embedded synthetic cohorts that is the reference site, site0."""
+    counts = frame["site"].astype(str).value_counts()
+    return min(counts.index[counts == counts.max()])
+
+
+def _used_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Mask of the rows the benchmark uses: every row but the patients (``group`` = patient)."""
+    keep = np.ones(len(frame), bool)
+    if "group" in frame.columns:
+        keep &= frame["group"].fillna("control").astype(str).str.lower().ne("patient").to_numpy()
+    return keep
+
+
+def check_covariates(frame: pd.DataFrame) -> None:
+    """What the evaluation needs of the rows the benchmark uses (patients are left out), checked up front:
+    ``age`` a number, ``sex`` exactly F or M (the sex probe), ``site`` given. A ValueError names the column,
+    the bad values and the first subject with one."""
+    missing = [c for c in ("subject_id", *REQUIRED_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the manifest lacks the column(s) {', '.join(missing)} (the benchmark needs subject_id, "
+                         f"{', '.join(REQUIRED_COLUMNS)})")
+    rows = frame[_used_rows(frame)]
+    bad = {
+        "age": ~np.isfinite(pd.to_numeric(rows["age"], errors="coerce").to_numpy(dtype=float)),
+        "sex": ~rows["sex"].isin(["F", "M"]).to_numpy(),
+        "site": rows["site"].isna().to_numpy() | rows["site"].astype(str).str.strip().eq("").to_numpy(),
+    }
+    needed = {"age": "a number (years)", "sex": "'F' or 'M' (the evaluation's sex probe needs exactly these)",
+              "site": "a site name"}
+    for column, wrong in bad.items():
+        if wrong.any():
+            values = sorted({repr(v.item() if isinstance(v, np.generic) else v) for v in rows[column][wrong]})
+            shown = ", ".join(values[:5]) + (", ..." if len(values) > 5 else "")
+            raise ValueError(f"manifest column {column!r} must hold {needed[column]}; found {shown} in "
+                             f"{int(wrong.sum())} row(s), the first for subject {rows['subject_id'][wrong].iloc[0]!r}")
 
 
 def split_cohort(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, test): controls split by subject, every traveller row in test, patients out."""
-    keep = np.ones(len(frame), bool)
-    if "group" in frame.columns:
-        keep &= frame["group"].fillna("control").astype(str).str.lower().ne("patient").to_numpy()
+    keep = _used_rows(frame)
     traveller = (frame[TRAVELLER].fillna("").astype(str).ne("").to_numpy() if TRAVELLER in frame.columns
                  else np.zeros(len(frame), bool))
     subjects = frame["subject_id"].astype(str).to_numpy()
@@ -196,6 +253,7 @@ def run_benchmark(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenc
     after the other in this process. The results are gathered in seed order either way.
     """
     config.check(frame)
+    config = config.with_target(frame)
     per_seed: dict[str, dict[str, list[float]]] = {}
     first: dict[str, Any] | None = None
     sizes, training = [], []
