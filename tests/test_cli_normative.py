@@ -123,3 +123,45 @@ def test_control_split_is_by_subject_one_image_per_held_out_subject_and_never_pa
     assert len(held) == 3 and len(set(subjects[held])) == 3  # 3 of the 6 control subjects, one image each
     assert not set(subjects[train]) & set(subjects[held])
     assert frame["group"].iloc[np.r_[train, held]].eq("control").all()
+
+
+def test_survival_refuses_a_patient_scored_twice_without_a_manifest(scored, tmp_path):
+    table = pd.read_csv(scored / "scores" / "scores.csv", dtype={"subject_id": str})
+    patient = table[table["group"].eq("patient")].iloc[[0]]
+    pd.concat([table, patient]).to_csv(tmp_path / "twice.csv", index=False)
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(tmp_path / "twice.csv"),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "several rows" in result.output
+    assert patient["subject_id"].iloc[0] in result.output and not (tmp_path / "out").exists()
+
+
+def test_survival_keeps_subject_ids_as_written(scored, tmp_path):
+    """Ids are text: read as numbers, "007" and "7" would become one subject scored twice."""
+    table = pd.read_csv(scored / "scores" / "scores.csv", dtype={"subject_id": str})
+    table["subject_id"] = [f"{i + 100}" for i in range(len(table))]
+    patients = table.index[table["group"].eq("patient")]
+    table.loc[patients[0], "subject_id"], table.loc[patients[1], "subject_id"] = "007", "7"
+    table.to_csv(tmp_path / "scores.csv", index=False)
+    table[["subject_id", "time", "event", "group"]].to_csv(tmp_path / "manifest.csv", index=False)
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(tmp_path / "scores.csv"),
+                                 "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    analysed = json.loads((tmp_path / "out" / "results.json").read_text())["result"]["n"]
+    assert analysed == int(table["group"].eq("patient").sum())
+
+
+def test_score_runs_on_the_device_asked_for(scored, tiny_patient_cohort, tmp_path):
+    manifest, _, _ = tiny_patient_cohort
+    args = ["normative", "score", "--model", str(scored / "model"), "--manifest", str(manifest)]
+    result = runner.invoke(app, [*args, "--device", "cuda:7", "--out", str(tmp_path / "gpu")])
+    import torch
+
+    if not torch.cuda.is_available():
+        assert result.exit_code == 2 and "CUDA is not available" in result.output
+        assert not (tmp_path / "gpu").exists()
+    result = runner.invoke(app, [*args, "--device", "auto", "--out", str(tmp_path / "auto")])
+    assert result.exit_code == 0, result.output
+    auto = pd.read_csv(tmp_path / "auto" / "scores.csv")
+    cpu = pd.read_csv(scored / "scores" / "scores.csv")
+    if not torch.cuda.is_available():  # auto is the cpu here: the same scores as the default
+        assert np.allclose(auto["similarity"], cpu["similarity"], atol=1e-6)

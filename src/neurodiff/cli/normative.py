@@ -97,6 +97,7 @@ def score(
     out: Path = typer.Option(..., "--out", help="Output folder (absent or empty): scores.csv, and maps/ with --maps."),
     maps: bool = typer.Option(False, "--maps", help="Also write a deviation map |image − healthy reconstruction| "
                               "per image as NIfTI (same affine as the input)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (whatever the model was trained on)."),
 ) -> None:
     """Score every image: similarity to the healthy mean latent (calibrated as a percentile and z-score
     against held-out controls) and the Mahalanobis distance; optionally deviation maps.
@@ -109,10 +110,13 @@ def score(
     from neurodiff.atomic import atomic_dir
     from neurodiff.data.image_manifest import image_stem, load_images, read_manifest, save_like
     from neurodiff.methods.normative import NormativeDiffAE
+    from neurodiff.training import resolve_device
 
     try:
         _check_out_folder(out)  # before any work, not after it
+        resolve_device(device)  # a cuda that is not there fails here, before the model and images load
         nda = NormativeDiffAE.load(model)
+        nda.device = device
         frame = read_manifest(manifest, required=("subject_id", "path", *nda.encoder_covariates))
         images, _ = load_images(frame, progress=True)
         typer.echo(f"Scoring {len(images)} images ...")
@@ -191,32 +195,37 @@ def _survival_table(scores_path: Path, manifest_path: Path | None, score_column:
 
     if not scores_path.is_file():
         raise FileNotFoundError(f"--scores {scores_path} does not exist")
-    scores = pd.read_csv(scores_path)
+    scores = pd.read_csv(scores_path, dtype={"subject_id": str})  # ids as written: "007" stays "007"
     for column in ("subject_id", score_column):
         if column not in scores.columns:
             raise ValueError(f"--scores {scores_path} has no column {column!r} (columns: {', '.join(scores.columns)})")
     if manifest_path is not None:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"--manifest {manifest_path} does not exist")
-        manifest = pd.read_csv(manifest_path)
+        manifest = pd.read_csv(manifest_path, dtype={"subject_id": str})
         if "subject_id" not in manifest.columns:
             raise ValueError(f"--manifest {manifest_path} has no column 'subject_id'")
-        for name, table in (("--scores", scores), ("--manifest", manifest)):
-            twice = table["subject_id"][table["subject_id"].duplicated()].astype(str).unique()
-            if len(twice):
-                raise ValueError(f"{name} has several rows for subject(s) {', '.join(twice[:5])}; survival needs "
-                                 "one score per subject")
-        missing = sorted(set(scores["subject_id"].astype(str)) - set(manifest["subject_id"].astype(str)))
+        _one_row_per_subject(scores, f"--scores {scores_path}")
+        _one_row_per_subject(manifest, f"--manifest {manifest_path}")
+        missing = sorted(set(scores["subject_id"]) - set(manifest["subject_id"]))
         if missing:
             raise ValueError(f"subject(s) {', '.join(missing[:5])} of --scores are not in --manifest {manifest_path}")
         keep = [c for c in scores.columns if c not in manifest.columns or c == "subject_id"]
-        scores = scores[keep].astype({"subject_id": str}).merge(manifest.astype({"subject_id": str}), on="subject_id")
+        scores = scores[keep].merge(manifest, on="subject_id")
     if "group" in scores.columns:
         scores = scores[scores["group"].astype("string").str.strip().str.lower().eq("patient").fillna(False)
                         .to_numpy(bool)]
         if scores.empty:
             raise ValueError("no row has group = patient: survival is analysed on patients")
+    _one_row_per_subject(scores, f"--scores {scores_path}")  # the analysed rows, also without --manifest
     return scores.reset_index(drop=True)
+
+
+def _one_row_per_subject(table, name: str) -> None:
+    twice = ", ".join(map(str, table["subject_id"][table["subject_id"].duplicated()].unique()[:5]))
+    if twice:
+        raise ValueError(f"{name} has several rows for subject(s) {twice}; survival needs one score per subject "
+                         "(one image per patient, e.g. the baseline scan)")
 
 
 @app.command("benchmark")
