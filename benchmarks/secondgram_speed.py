@@ -3,9 +3,11 @@
 One epoch = ≈36,500 training samples (769 features, batch 256) plus DDPM-100 sampling of ~400
 paired validation subjects and their per-feature Pearson r, as in the issue's target (≤ 8 s on the
 2-core CPU, fp32); each is measured `--repeats` times (this VM's speed drifts by ±20–30 %) and the
-run with the median epoch time is reported with all epoch times. Also measures bf16 autocast, and
-whether it changes the validation Pearson after a short training on the --quick cohort. Writes
-<out>/results.json.
+run with the median epoch time is reported with all epoch times. Also measures bf16 autocast (by
+default only on a CPU with native bf16: emulated, it is ~17× slower than fp32) and whether it changes
+the validation Pearson after a short training on the --quick cohort, and records this CPU's
+matrix-multiply rate with the epoch's arithmetic at that rate (the floor no implementation can beat
+here), since the VMs this runs on differ by 2× in GEMM speed. Writes <out>/results.json.
 
     python benchmarks/secondgram_speed.py --out benchmarks/results/secondgram_speed
 """
@@ -27,6 +29,7 @@ from neurodiff.methods.longitudinal import SecondGram
 from neurodiff.nets import MLPUNet
 from neurodiff.reporting.results import environment, write_results
 from neurodiff.training import TensorData, Trainer
+from neurodiff.training.trainer import cpu_has_native_bf16
 from neurodiff.training.data import epoch_order, iterate_batches
 
 D, LABELS, SAMPLES, VAL, BATCH = 769, 14, 36_500, 400, 256
@@ -71,6 +74,41 @@ def epoch_breakdown(precision: str, seed: int = 0) -> dict:
     }
 
 
+def linear_macs(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> int:
+    """Multiply-adds of one row through every Linear of `module` whose name starts with none of `skip`."""
+    return sum(m.in_features * m.out_features for name, m in module.named_modules()
+               if isinstance(m, torch.nn.Linear) and not name.startswith(skip))
+
+
+def gemm_gflops(seconds: float = 3.0) -> dict:
+    """This CPU's fp32 matrix-multiply rate: the network's largest layer at batch 256, and 2048² × 2048²."""
+    rates = {}
+    for name, (a, b) in {"layer_256x769x512": (torch.randn(BATCH, D), torch.randn(D, 512)),
+                         "square_2048": (torch.randn(2048, 2048), torch.randn(2048, 2048))}.items():
+        a @ b
+        n, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / 2:
+            a @ b
+            n += 1
+        rates[name] = 2 * a.shape[0] * a.shape[1] * b.shape[1] * n / (time.perf_counter() - started) / 1e9
+    return rates
+
+
+def arithmetic_floor(gflops: float) -> dict:
+    """The epoch's GEMM arithmetic and its time at `gflops`: training is forward + two backward GEMMs
+    per layer (3× the forward), sampling one forward of the trunk per step (the conditioning's part is
+    computed once, the time part once per step for all rows)."""
+    net = MLPUNet(D, LABELS + D)
+    train = 3 * 2 * linear_macs(net) * SAMPLES
+    trunk = linear_macs(net, skip=("time_embedding", "cond_embedding")) - sum(
+        b.emb.in_features * b.emb.out_features for b in net.blocks)
+    sampling = 2 * trunk * VAL * 100
+    return {"gemm_gflops": gflops, "train_gflop": train / 1e9, "sampling_gflop": sampling / 1e9,
+            "train_seconds_at_gemm_rate": train / 1e9 / gflops,
+            "sampling_seconds_at_gemm_rate": sampling / 1e9 / gflops,
+            "epoch_seconds_at_gemm_rate": (train + sampling) / 1e9 / gflops}
+
+
 def quality(precision: str, epochs: int) -> dict:
     """Best validation Pearson after `epochs` on the --quick cohort, same seed, fp32 vs bf16."""
     table = generate_longitudinal(LongitudinalConfig.quick())
@@ -86,17 +124,36 @@ def main() -> None:
     parser.add_argument("--quality-epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3,
                         help="epoch measurements per precision; the run with the median epoch time is reported")
+    parser.add_argument("--bf16", choices=("auto", "always", "never"), default="auto",
+                        help="measure bf16 autocast: auto = only on a CPU with native bf16 (AVX-512 BF16 or AMX); "
+                             "emulated bf16 on an AVX2 CPU took 277 s per epoch against 16 s in fp32")
     args = parser.parse_args()
+    native = cpu_has_native_bf16()
+    precisions = ("fp32", "bf16") if args.bf16 == "always" or (args.bf16 == "auto" and native is not False) \
+        else ("fp32",)
     results = {"task": "secondgram_speed", "epoch": [], "quality": []}
-    for precision in ("fp32", "bf16"):
+    if "bf16" not in precisions:
+        results["bf16_skipped"] = ("not measured: --bf16 never" if args.bf16 == "never" else
+                                   "not measured: this CPU has no native bf16 (AVX-512 BF16 or AMX), so bf16 autocast "
+                                   "is emulated (277 s per epoch against 16 s in fp32 on the AVX2 host of "
+                                   "2026-11-30); --bf16 always measures it anyway")
+        print(results["bf16_skipped"], flush=True)
+    print("matrix-multiply rate of this CPU ...", flush=True)
+    rates = gemm_gflops()
+    results["gemm_gflops"] = rates
+    results["arithmetic_floor"] = arithmetic_floor(rates["layer_256x769x512"])
+    print(f"  {rates}; {results['arithmetic_floor']}", flush=True)
+    for precision in precisions:
         runs = []
         for repeat in range(args.repeats):
             print(f"epoch breakdown, {precision}, run {repeat + 1}/{args.repeats} ...", flush=True)
             runs.append(epoch_breakdown(precision))
             print(f"  {runs[-1]}", flush=True)
         median = sorted(runs, key=lambda r: r["epoch_seconds"])[len(runs) // 2]
-        results["epoch"].append({**median, "epoch_seconds_all_runs": [r["epoch_seconds"] for r in runs]})
-    for precision in ("fp32", "bf16"):
+        floor = results["arithmetic_floor"]["epoch_seconds_at_gemm_rate"]
+        results["epoch"].append({**median, "epoch_seconds_all_runs": [r["epoch_seconds"] for r in runs],
+                                 "fraction_of_gemm_rate": floor / median["epoch_seconds"]})
+    for precision in precisions:
         print(f"validation Pearson after {args.quality_epochs} epochs, {precision} ...", flush=True)
         results["quality"].append(quality(precision, args.quality_epochs))
         print(f"  {results['quality'][-1]}", flush=True)
