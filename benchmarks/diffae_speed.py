@@ -6,7 +6,8 @@ Three parts, each optional (``--parts``), all written to <out>/results.json:
   [0, 1000)) of neurodiff's :class:`~neurodiff.nets.diffae_unet.DiffAEUNet` with ``latent_dim=0`` (a
   time-only DDPM UNet) and MONAI's ``DiffusionModelUNet`` of the same shape (channels 32/64/96/128,
   2 residual blocks per level, attention at the coarsest level with 8 channels per head), at 64×64
-  and 128×128, in fp32 and bf16 autocast, each in the default (NCHW) and channels_last memory format.
+  and 128×128, in fp32 and bf16 autocast (by default only where bf16 is native: CUDA, or a CPU with
+  AVX-512 BF16 or AMX), each in the default (NCHW) and channels_last memory format.
   After warm-up steps, R rounds each time K steps of one network then the other (the order
   alternating between rounds: this machine's speed drifts by ±20–50 % over minutes); reported are the
   per-round rates, their medians and the ratio ours / MONAI of the medians (≥ 1: neurodiff at least
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 from neurodiff.diffusion import Diffusion
 from neurodiff.nets.diffae_unet import DiffAEUNet
 from neurodiff.reporting.results import environment, write_results
+from neurodiff.training.trainer import cpu_has_native_bf16
 
 PARTS = ("throughput", "memory", "reconstruction")
 NETWORKS = ("neurodiff", "monai")
@@ -389,6 +391,9 @@ def main() -> None:
     parser.add_argument("--inversion-steps", type=_ints, default=[100, 250])
     parser.add_argument("--render-steps", type=_ints, default=[20, 100])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", choices=("auto", "always", "never"), default="auto",
+                        help="throughput in bf16 autocast too: auto = on CUDA, or on a CPU with native bf16 "
+                             "(AVX-512 BF16 or AMX); emulated bf16 measures the emulation, slowly")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--quiet-wait", type=float, default=None,
                         help="CPU: before each timed block and before training, wait up to this many seconds until "
@@ -425,7 +430,9 @@ def main() -> None:
     args.steps = args.steps or ([20, 10] if device.type == "cuda" else [4, 2])
     if len(args.steps) != len(args.sizes):
         parser.error(f"--steps needs one value per size ({len(args.sizes)})")
-    variants = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
+    native_bf16 = device.type == "cuda" or cpu_has_native_bf16() is not False
+    bf16 = args.bf16 == "always" or (args.bf16 == "auto" and native_bf16)
+    variants = [(p, cl) for cl in (False, True) for p in ("fp32", "bf16") if p == "fp32" or bf16]
 
     path = args.out / "results.json"
     results: dict = {"task": "diffae_speed"}
@@ -434,6 +441,7 @@ def main() -> None:
         results.update({k: previous[k] for k in (*PARTS, "runs") if k in previous})
         print(f"keeping the parts {sorted(set(PARTS) & set(previous) - set(parts))} of {path}", flush=True)
     run = {"parts": parts, "command": " ".join([Path(sys.executable).name, *sys.argv]), "device": args.device,
+           "bf16": bf16 or "not measured: no native bf16 on this CPU (AVX-512 BF16 or AMX); --bf16 always forces it",
            "smoke": args.smoke, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "torch_threads": torch.get_num_threads()}
     results["runs"] = [r for r in results.get("runs", []) if set(r["parts"]) - set(parts)] + [run]
