@@ -39,7 +39,33 @@ def test_save_load_gives_identical_outputs(saved, data):
     model, path = saved
     again = FeatureDiffusion.load(path)
     np.testing.assert_array_equal(again.sample(cond=data[1][:8], seed=3), model.sample(cond=data[1][:8], seed=3))
-    assert again.get_params() == {**model.get_params(), "hidden": [16, 8]}
+    assert again.get_params() == {**model.get_params(), "hidden": [16, 8]}  # JSON has lists, not tuples
+
+
+def test_load_on_another_device_than_the_one_fitted_on(saved, data, tmp_path):
+    """A model fitted on a GPU, used where there is none: load(..., device="cpu") replaces the device."""
+    model, path = saved
+    folder = _copy(path, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["hyperparameters"]["device"] = "cuda:7"
+    (folder / "config.json").write_text(json.dumps(config))
+    again = FeatureDiffusion.load(folder, device="cpu")
+    assert again.device == "cpu"
+    np.testing.assert_array_equal(again.sample(cond=data[1][:4], seed=1), model.sample(cond=data[1][:4], seed=1))
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cpu'"):
+            FeatureDiffusion.load(folder).sample(cond=data[1][:4], seed=1)
+
+
+def test_a_folder_from_a_newer_neurodiff_loads_with_a_warning(saved, tmp_path):
+    folder = _copy(saved[1], tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["neurodiff_version"] = "99.0.0"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="saved by neurodiff 99.0.0, newer than"):
+        FeatureDiffusion.load(folder)
 
 
 def _copy(path, tmp_path):

@@ -8,12 +8,15 @@ A folder holds:
 - ``statistics.json`` (and ``statistics.npz`` for arrays): what fit learned besides weights.
 
 No pickle anywhere: loading runs no code from the folder. Loading is strict: a missing file, another
-class, missing or unexpected tensors and tensors of other shapes are errors that say which.
+class, missing or unexpected tensors and tensors of other shapes are errors that say which. A folder
+saved by a newer neurodiff than the one installed loads with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,17 @@ def write_model_folder(
     return directory
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numbers of a version string ("0.1.0+local" → (0, 1, 0)); () when it has none."""
+    numbers = []
+    for part in version.split("+")[0].split("."):
+        digits = re.match(r"\d+", part)
+        if not digits:
+            break
+        numbers.append(int(digits.group()))
+    return tuple(numbers)
+
+
 def read_model_folder(directory: str | Path, expected_class: str | None = None) -> ModelFolder:
     """Read and check a model folder; `expected_class` is the dotted class path it must name."""
     directory = Path(directory)
@@ -96,6 +110,10 @@ def read_model_folder(directory: str | Path, expected_class: str | None = None) 
         raise ModelFolderError(f"{directory / CONFIG} is not a neurodiff model config (no 'class' or 'hyperparameters')")
     if config.get("format") != FORMAT:
         raise ModelFolderError(f"{directory / CONFIG} has format {config.get('format')!r}; this version reads {FORMAT}")
+    saved = str(config.get("neurodiff_version", ""))
+    if _release(saved) > _release(__version__):
+        warnings.warn(f"{directory} was saved by neurodiff {saved}, newer than this {__version__}: it loads if its "
+                      "format and architecture match, but upgrade neurodiff if it misbehaves", stacklevel=3)
     if expected_class is not None and config["class"] != expected_class:
         raise ModelFolderError(
             f"model folder {directory} holds a {config['class']}, not a {expected_class}; load it with that class"

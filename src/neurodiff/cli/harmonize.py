@@ -93,8 +93,7 @@ def apply(
         if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before any work, not after it
             raise FileExistsError(f"--out {out} is not an empty folder; choose a new folder")
         resolve_device(device)  # a cuda that is not there fails here, before the model and images load
-        ddae = DisentangledDiffAE.load(model)
-        ddae.device = device
+        ddae = DisentangledDiffAE.load(model, device=device)
         for name, value in (("inversion_steps", inversion_steps), ("render_steps", render_steps)):
             if value is not None:
                 if value < 1:

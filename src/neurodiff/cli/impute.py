@@ -139,7 +139,7 @@ def predict(
             raise ValueError(f"--out {out} must end in .csv or .parquet")
         if samples < 1:
             raise ValueError(f"--samples must be at least 1, got {samples}")
-        estimator = SecondGram.load(model).set_params(device=_device(device))
+        estimator = SecondGram.load(model, device=_device(device))
         with _table_warnings():
             completed = estimator.complete(read_table(data, subject=estimator.subject), n_samples=samples,
                                            all_subjects=all_subjects, seed=seed)

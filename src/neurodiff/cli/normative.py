@@ -115,8 +115,7 @@ def score(
     try:
         _check_out_folder(out)  # before any work, not after it
         resolve_device(device)  # a cuda that is not there fails here, before the model and images load
-        nda = NormativeDiffAE.load(model)
-        nda.device = device
+        nda = NormativeDiffAE.load(model, device=device)
         frame = read_manifest(manifest, required=("subject_id", "path", *nda.encoder_covariates))
         images, _ = load_images(frame, progress=True)
         typer.echo(f"Scoring {len(images)} images ...")

@@ -96,7 +96,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"device {device!r} is not a device; use cpu, cuda (or cuda:N) or auto") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was requested but CUDA is not available on this machine; use --device cpu")
+        raise ValueError(f"device {device} was requested but CUDA is not available on this machine; use "
+                         "--device cpu (in Python: device='cpu', or Model.load(folder, device='cpu'))")
     return device
 
 
