@@ -237,3 +237,31 @@ def test_hdbet_backend_says_what_to_do_when_it_is_missing(monkeypatch):
     monkeypatch.setattr(skull_strip.shutil, "which", lambda name: None)
     with pytest.raises(PreprocessError, match="--skull-strip template"):
         skull_strip.hdbet_brain_mask(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)))
+
+
+def test_load_t1_refuses_a_sheared_affine_naming_the_file(tmp_path):
+    affine = np.eye(4)
+    affine[0, 1] = 0.5
+    path = _save(tmp_path, "sheared.nii.gz", np.random.default_rng(0).random((9, 9, 9)), affine)
+    with pytest.raises(PreprocessError, match="sheared") as caught:
+        load_t1(path)
+    assert str(path) in str(caught.value)
+
+
+def test_sessions_are_text_in_the_output_folder_names(tmp_path):
+    from neurodiff.data.preprocess.batch import read_scan_manifest
+
+    (tmp_path / "m.csv").write_text("subject_id,path,session\n1,a.nii.gz,01\n1,b.nii.gz,02\n2,c.nii.gz,\n")
+    assert read_scan_manifest(tmp_path / "m.csv")["output_key"].tolist() == ["1_ses-01", "1_ses-02", "2"]
+    (tmp_path / "d.csv").write_text("subject_id,path,session\n1,a.nii.gz,1\n1,b.nii.gz,01\n")
+    assert read_scan_manifest(tmp_path / "d.csv")["output_key"].tolist() == ["1_ses-1", "1_ses-01"]
+
+
+def test_hdbet_missing_is_refused_before_any_subject(monkeypatch, tmp_path):
+    from neurodiff.data.preprocess import batch
+
+    monkeypatch.setattr(batch, "hdbet_available", lambda: None)
+    monkeypatch.setattr(batch, "read_scan_manifest", lambda path: pytest.fail("the manifest was read"))
+    with pytest.raises(ValueError, match="--skull-strip template"):
+        batch.preprocess_manifest(tmp_path / "m.csv", tmp_path / "out", PreprocessConfig(skull_strip="hd-bet"))
+    assert not (tmp_path / "out").exists()

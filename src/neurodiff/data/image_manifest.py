@@ -26,8 +26,9 @@ from neurodiff.atomic import atomic_path
 #: The columns every image-cohort manifest must have.
 REQUIRED_COLUMNS = ("subject_id", "path", "age", "sex", "site")
 
-#: Columns read as text whatever they look like (a site called "1" stays "1"; ids keep leading zeros).
-_TEXT_COLUMNS = ("subject_id", "site", "path", "volume_path")
+#: Columns read as text whatever they look like (a site called "1" stays "1"; ids and sessions keep
+#: leading zeros: session 01 names the folder sub-1_ses-01).
+_TEXT_COLUMNS = ("subject_id", "site", "path", "volume_path", "session")
 
 
 class ManifestError(ValueError):

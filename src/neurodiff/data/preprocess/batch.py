@@ -36,6 +36,7 @@ from neurodiff.data.preprocess.pipeline import (
     settings_match,
     write_scan,
 )
+from neurodiff.data.preprocess.skull_strip import HDBET_MISSING, hdbet_available
 from neurodiff.data.preprocess.volume import PreprocessError
 
 #: Characters allowed in a subject id (it names a folder).
@@ -153,6 +154,8 @@ def preprocess_manifest(
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs!r}")
+    if config.skull_strip == "hd-bet" and hdbet_available() is None:  # before any subject, not after N4 and registration
+        raise ValueError(HDBET_MISSING)
     manifest = Path(manifest)
     frame = read_scan_manifest(manifest)
     out = Path(out)

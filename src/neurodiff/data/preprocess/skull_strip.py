@@ -112,6 +112,12 @@ def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
 # ---------------------------------------------------------------- HD-BET (optional)
 
 
+#: What to do when HD-BET was asked for and is not installed.
+HDBET_MISSING = ("skull stripping with HD-BET was asked for, but the hd-bet command is not installed. Install it "
+                 "(pip install hd-bet) and let it fetch its weights once on a machine with internet access, or "
+                 "use the offline default: --skull-strip template")
+
+
 def hdbet_available() -> str | None:
     """The path of the ``hd-bet`` command, or None when it is not installed."""
     return shutil.which("hd-bet")
@@ -128,11 +134,7 @@ def hdbet_brain_mask(image: nib.Nifti1Image, *, device: str = "cpu") -> nib.Nift
     """
     command = hdbet_available()
     if command is None:
-        raise PreprocessError(
-            "skull stripping with HD-BET was asked for, but the hd-bet command is not installed. Install it "
-            "(pip install hd-bet) and let it fetch its weights once on a machine with internet access, or use "
-            "the offline default: --skull-strip template"
-        )
+        raise PreprocessError(HDBET_MISSING)
     with tempfile.TemporaryDirectory(prefix="neurodiff-hdbet-") as folder:
         source, target = Path(folder) / "t1.nii.gz", Path(folder) / "brain.nii.gz"
         nib.save(image, source)

@@ -34,7 +34,7 @@ def load_t1(path: str | os.PathLike) -> nib.Nifti1Image:
     ------
     PreprocessError
         The file does not exist, is not NIfTI, is a corrupt or truncated gzip, is not 3D, is empty or
-        all one value (e.g. all zero), holds NaN / infinite voxels, or has a degenerate affine.
+        all one value (e.g. all zero), holds NaN / infinite voxels, or has a degenerate or sheared affine.
     """
     path = Path(path)
     if not path.is_file():
@@ -69,6 +69,10 @@ def load_t1(path: str | os.PathLike) -> nib.Nifti1Image:
     affine = image.affine
     if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
         raise PreprocessError(f"{path}: the image has no usable affine (voxel-to-world matrix)")
+    try:
+        spacing_and_direction(affine)  # here, naming the file, rather than minutes later in registration
+    except PreprocessError as error:
+        raise PreprocessError(f"{path}: {error}") from error
     canonical = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
     return nib.Nifti1Image(np.asarray(canonical.dataobj, dtype=np.float32), canonical.affine)
 
