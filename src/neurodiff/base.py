@@ -102,16 +102,21 @@ class Estimator(abc.ABC):
         """Rebuild the exact architecture from `directory` and load its weights strictly.
 
         `device` ("cpu", "cuda", "auto") replaces the device the model was fitted with, for what it
-        computes from now on (e.g. a model fitted on a GPU, used on a laptop: ``device="cpu"``).
+        computes from now on (e.g. a model fitted on a GPU, used on a laptop: ``device="cpu"``); a
+        device that is not there is a ValueError before anything is read.
         """
+        if device is not None:
+            from neurodiff.training import resolve_device
+
+            if "device" not in cls._param_names():
+                raise ValueError(f"{cls.__name__} has no device to set")
+            resolve_device(device)
         folder = read_model_folder(directory, expected_class=cls.class_path())
         params = folder.config["hyperparameters"]
         unknown = sorted(set(params) - set(cls._param_names()))
         if unknown:
             raise ValueError(f"{folder.path}/config.json has hyperparameters {unknown} that {cls.__name__} does not take")
         if device is not None:
-            if "device" not in cls._param_names():
-                raise ValueError(f"{cls.__name__} has no device to set")
             params["device"] = device
         estimator = cls(**params)
         estimator._rebuild(folder.statistics, folder.arrays)

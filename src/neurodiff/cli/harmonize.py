@@ -87,13 +87,11 @@ def apply(
     from neurodiff.atomic import atomic_dir
     from neurodiff.data.image_manifest import image_stem, load_images, read_manifest, save_like
     from neurodiff.methods.harmonization import DisentangledDiffAE
-    from neurodiff.training import resolve_device
 
     try:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before any work, not after it
             raise FileExistsError(f"--out {out} is not an empty folder; choose a new folder")
-        resolve_device(device)  # a cuda that is not there fails here, before the model and images load
-        ddae = DisentangledDiffAE.load(model, device=device)
+        ddae = DisentangledDiffAE.load(model, device=device)  # a cuda that is not there fails here
         for name, value in (("inversion_steps", inversion_steps), ("render_steps", render_steps)):
             if value is not None:
                 if value < 1:

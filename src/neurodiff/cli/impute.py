@@ -27,14 +27,6 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(2) from error
 
 
-def _device(device: str) -> str:
-    """`device` checked (cpu, cuda, cuda:N or auto) before any work: a ValueError naming what to use."""
-    from neurodiff.training import resolve_device
-
-    resolve_device(device)
-    return device
-
-
 @contextmanager
 def _table_warnings(show: bool = True) -> Iterator[None]:
     """Print the table reader's warnings (rows of visits other than 1 and 2, ignored) as lines on stderr."""
@@ -83,6 +75,7 @@ def fit(
       torchrun --standalone --nproc_per_node 2 -m neurodiff impute fit --data table.csv --labels sex,age --out model
     """
     from neurodiff.methods.longitudinal import SecondGram
+    from neurodiff.training import resolve_device
     from neurodiff.training.distributed import is_main_process
 
     params = dict(labels=_columns(labels), features=_columns(features), exclude=_columns(exclude) or (),
@@ -94,7 +87,7 @@ def fit(
     try:
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(f"--out {out} is not empty; choose a new folder")
-        _device(device)
+        resolve_device(device)  # before any work
         model = SecondGram.preset(variant, **params)
         with _table_warnings(show=is_main_process()):
             arrays = model.read(data)
@@ -139,7 +132,7 @@ def predict(
             raise ValueError(f"--out {out} must end in .csv or .parquet")
         if samples < 1:
             raise ValueError(f"--samples must be at least 1, got {samples}")
-        estimator = SecondGram.load(model, device=_device(device))
+        estimator = SecondGram.load(model, device=device)
         with _table_warnings():
             completed = estimator.complete(read_table(data, subject=estimator.subject), n_samples=samples,
                                            all_subjects=all_subjects, seed=seed)

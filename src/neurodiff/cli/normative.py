@@ -110,12 +110,10 @@ def score(
     from neurodiff.atomic import atomic_dir
     from neurodiff.data.image_manifest import image_stem, load_images, read_manifest, save_like
     from neurodiff.methods.normative import NormativeDiffAE
-    from neurodiff.training import resolve_device
 
     try:
         _check_out_folder(out)  # before any work, not after it
-        resolve_device(device)  # a cuda that is not there fails here, before the model and images load
-        nda = NormativeDiffAE.load(model, device=device)
+        nda = NormativeDiffAE.load(model, device=device)  # a cuda that is not there fails here
         frame = read_manifest(manifest, required=("subject_id", "path", *nda.encoder_covariates))
         images, _ = load_images(frame, progress=True)
         typer.echo(f"Scoring {len(images)} images ...")
