@@ -85,7 +85,7 @@ def apply(
     Example:  neurodiff harmonize apply --model ddae-model --manifest cohort/manifest.csv --target-site site0 --out harmonised
     """
     from neurodiff.atomic import atomic_dir
-    from neurodiff.data.image_manifest import image_stem, load_images, read_manifest, save_like
+    from neurodiff.data.image_manifest import image_stem, load_images, read_manifest, resolve_paths, save_like
     from neurodiff.methods.harmonization import DisentangledDiffAE
 
     try:
@@ -105,7 +105,9 @@ def apply(
         typer.echo(f"Harmonising {len(images)} images to {target_site} ...")
         harmonised = ddae.transform(images, frame, target_site)
         with atomic_dir(out) as tmp:
-            rows = _absolute_paths(frame.drop(columns=["resolved_path"]), manifest.resolve().parent)
+            rows = frame.drop(columns=["resolved_path"])
+            for column in [c for c in rows.columns if str(c).endswith("_path")]:  # still the input's files
+                rows[column] = resolve_paths(rows, column, manifest)
             # the original scan: the input manifest's where it names one (preprocess: the raw T1), else the input
             rows["source_path"] = (rows["source_path"].fillna(frame["resolved_path"]) if "source_path" in rows.columns
                                    else frame["resolved_path"])
@@ -122,16 +124,6 @@ def apply(
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         _fail(error)
     typer.echo(f"Wrote {len(images)} harmonised images and manifest.csv to {out}")
-
-
-def _absolute_paths(rows, folder: Path):
-    """`rows` with the relative paths of its `*_path` columns made absolute against `folder` (the input
-    manifest's), so that the output manifest still names the input's files."""
-    rows = rows.copy()
-    for column in [c for c in rows.columns if str(c).endswith("_path")]:
-        rows[column] = [str((folder / value.strip()).resolve()) if isinstance(value, str) and value.strip()
-                        and not Path(value.strip()).expanduser().is_absolute() else value for value in rows[column]]
-    return rows
 
 
 @app.command("benchmark")

@@ -84,7 +84,7 @@ def read_manifest(
         _no_missing(frame, column, path)
     if "age" in frame.columns:
         frame["age"] = _numeric_age(frame, path)
-    frame["resolved_path"] = _resolve_paths(frame, path_column, path)
+    frame["resolved_path"] = resolve_paths(frame, path_column, path)
     _no_duplicate_paths(frame, path_column, path)
     if check_images:
         _images_exist(frame, path_column, path)
@@ -167,12 +167,14 @@ def _numeric_age(frame: pd.DataFrame, source: Path) -> pd.Series:
     return age.astype(float)
 
 
-def _resolve_paths(frame: pd.DataFrame, column: str, source: Path) -> pd.Series:
-    folder = source.resolve().parent
+def resolve_paths(frame: pd.DataFrame, column: str, source: Path) -> pd.Series:
+    """`column`'s paths made absolute, relative ones against the folder of the manifest `source`;
+    empty cells stay as they are."""
+    folder = Path(source).resolve().parent
     resolved = []
-    for value in frame[column]:
+    for value, blank in zip(frame[column], _blank(frame[column])):
         image = Path(str(value).strip()).expanduser()
-        resolved.append(str((image if image.is_absolute() else folder / image).resolve()))
+        resolved.append(value if blank else str((image if image.is_absolute() else folder / image).resolve()))
     return pd.Series(resolved, index=frame.index, dtype=object)
 
 
