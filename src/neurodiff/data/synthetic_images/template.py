@@ -88,8 +88,21 @@ class Template:
 def load_template(z_range_mm: tuple[float, float] | None = None) -> Template:
     """Load and prepare the 1 mm MNI152 template, cropped to MNI z in `z_range_mm` if given.
 
-    Distances are computed on the whole volume before cropping, so a slab is exact. Cached.
+    Distances are computed on the whole volume before cropping, so a slab is exact. Cached: the whole
+    volume is prepared once per process, whatever slabs are asked for.
     """
+    template = _whole_template()
+    if z_range_mm is None:
+        return template
+    origin = template.origin_mm
+    lo = max(int(np.floor(z_range_mm[0] - origin[2])), 0)
+    hi = min(int(np.ceil(z_range_mm[1] - origin[2])) + 1, template.shape[-1])
+    maps = template.maps[..., lo:hi].contiguous()
+    return Template(maps=maps, origin_mm=origin + np.array([0.0, 0.0, lo]), tissue_means=template.tissue_means)
+
+
+@functools.lru_cache(maxsize=1)
+def _whole_template() -> Template:
     from nilearn import datasets
 
     t1_img = datasets.load_mni152_template(resolution=1)
@@ -107,10 +120,10 @@ def load_template(z_range_mm: tuple[float, float] | None = None) -> Template:
     means = {
         name: float(np.median(t1[(prob > 0.9) & (mask > 0)])) for name, prob in (("csf", csf), ("gm", gm), ("wm", wm))
     }
-    depth = ndimage.distance_transform_edt(mask > 0)
+    depth = _distance_inside(mask > 0)
     cortex = 1.0 / (1.0 + np.exp((depth - CORTEX_DEPTH_MM) / 3.0))
     cortex *= 1.0 - _gaussian_weight(t1.shape, origin, DEEP_GREY_CENTRE_MM, DEEP_GREY_SD_MM)
-    dist_csf = ndimage.distance_transform_edt(~((mask < 0.5) | (csf > 0.3)))
+    dist_csf = _distance_inside((mask > 0.5) & (csf <= 0.3))
     motor = _tube_weight(t1.shape, origin, MOTOR_PATH_MM, MOTOR_SD_MM)
     cst = _tube_weight(t1.shape, origin, CST_PATH_MM, CST_SD_MM)
 
@@ -123,13 +136,22 @@ def load_template(z_range_mm: tuple[float, float] | None = None) -> Template:
         "wm_cst": wm * cst,
     }
     stacked = np.stack([channels[name].astype(np.float32) for name in CHANNELS])
-    if z_range_mm is not None:
-        lo = max(int(np.floor(z_range_mm[0] - origin[2])), 0)
-        hi = min(int(np.ceil(z_range_mm[1] - origin[2])) + 1, stacked.shape[-1])
-        stacked = stacked[..., lo:hi]
-        origin = origin + np.array([0.0, 0.0, lo])
-    maps = torch.from_numpy(np.ascontiguousarray(stacked))[None]
-    return Template(maps=maps, origin_mm=origin, tissue_means=means)
+    return Template(maps=torch.from_numpy(stacked)[None], origin_mm=origin, tissue_means=means)
+
+
+def _distance_inside(region: np.ndarray) -> np.ndarray:
+    """Euclidean distance (voxels) from each voxel of `region` to the nearest voxel outside it; 0 outside.
+
+    Computed on the region's bounding box grown by one voxel, which is exact: the nearest outside
+    voxel, clamped onto that box, is an outside voxel at most as far away.
+    """
+    out = np.zeros(region.shape, dtype=np.float64)
+    where = np.argwhere(region)
+    if len(where) == 0:
+        return out
+    box = tuple(slice(max(lo - 1, 0), hi + 2) for lo, hi in zip(where.min(axis=0), where.max(axis=0)))
+    out[box] = ndimage.distance_transform_edt(region[box])
+    return out
 
 
 def _gaussian_weight(shape, origin, centre_mm, sd_mm) -> np.ndarray:
