@@ -72,7 +72,9 @@ def s1_head() -> Head:
             surface = nib.load(s1_folder() / "surfaces" / f"{kind}_{hemisphere}.gii")
             vertices, faces = surface.darrays[0].data.astype(float), surface.darrays[1].data
             inside[kind] |= _fill_surface(nib.affines.apply_affine(inverse, vertices), faces, image.shape)
-    reference = ndimage.binary_fill_holes(ndimage.binary_closing(inside["pia"], _ball(3)))
+    reference = np.zeros(image.shape, dtype=bool)
+    box = _bounding_box(inside["pia"], margin=4)  # the closing by 3 mm stays inside, so cropping is exact
+    reference[box] = ndimage.binary_fill_holes(ndimage.binary_closing(inside["pia"][box], _ball(3)))
     return Head(image=image, reference=reference, region=~_below(reference), white=inside["wm"])
 
 
@@ -88,7 +90,14 @@ def _fill_surface(vertices: np.ndarray, faces: np.ndarray, shape: tuple[int, ...
             points = np.rint(np.einsum("k,tkd->td", weights, triangles)).astype(int)
             points = np.clip(points, 0, np.asarray(shape) - 1)
             shell[points[:, 0], points[:, 1], points[:, 2]] = True
-    return ndimage.binary_fill_holes(shell)
+    box = _bounding_box(shell, margin=1)  # filling within the shell's box (plus a free border) is exact
+    shell[box] = ndimage.binary_fill_holes(shell[box])
+    return shell
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    where = np.argwhere(mask)
+    return tuple(slice(max(lo - margin, 0), hi + 1 + margin) for lo, hi in zip(where.min(axis=0), where.max(axis=0)))
 
 
 def _below(mask: np.ndarray) -> np.ndarray:
