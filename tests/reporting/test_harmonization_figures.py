@@ -54,6 +54,8 @@ def test_latent_umap_uses_umap_with_enough_points(fake_umap):
     ax = fig.axes[0]
     assert "UMAP" in ax.get_title() and "PCA" not in ax.get_title()
     assert fake_umap["random_state"] == 3 and fake_umap["shape"] == (18, 8)
+    neighbours, distances, index = fake_umap["precomputed_knn"]  # exact neighbours, given to umap-learn
+    assert neighbours.shape == distances.shape == (18, 15) and index is None
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"{s} (n = 6)" for s in SITES]
     _png(fig)
 
@@ -125,3 +127,15 @@ def test_metric_bars_from_a_results_document():
     with pytest.raises(ValueError, match="no method"):
         metric_bars(document, ["nothing"])
     assert set(CAPTIONS) == {"latent_umap", "image_grid", "metric_bars"}
+
+
+def test_exact_neighbours_match_a_brute_force_search():
+    from sklearn.neighbors import NearestNeighbors
+
+    from neurodiff.reporting.harmonization_figures import _exact_neighbours
+
+    latents = np.random.default_rng(1).normal(size=(50, 12))
+    neighbours, distances, _ = _exact_neighbours(latents, 7)
+    expected_distances, expected = NearestNeighbors(n_neighbors=7).fit(latents).kneighbors(latents)
+    assert (neighbours[:, 0] == np.arange(50)).all() and np.allclose(distances[:, 0], 0.0)
+    assert (neighbours == expected).all() and np.allclose(distances, expected_distances)

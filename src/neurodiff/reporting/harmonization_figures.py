@@ -76,7 +76,9 @@ def _embed(latents: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
         except ImportError:
             pass
         else:
-            reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), min_dist=0.1, random_state=seed)
+            k = min(15, n - 1)
+            reducer = umap.UMAP(n_components=2, n_neighbors=k, min_dist=0.1, random_state=seed,
+                                precomputed_knn=_exact_neighbours(latents, k) if n < 4096 else (None, None, None))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # n_jobs overridden by random_state, spectral init notes
                 return np.asarray(reducer.fit_transform(latents), dtype=np.float64), "UMAP"
@@ -90,6 +92,18 @@ def _embed(latents: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
         k = min(2, len(s))
         coords[:, :k] = u[:, :k] * s[:k]
     return coords, f"PCA ({reason})"
+
+
+def _exact_neighbours(latents: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
+    """The `k` nearest neighbours of every point (itself first) and their Euclidean distances, in
+    umap-learn's `precomputed_knn` form. Exact, as umap-learn's own search is below 4096 points, but
+    without compiling that search (about 10 s of numba JIT in every new process)."""
+    points = np.asarray(latents, dtype=np.float64)
+    squared = (points**2).sum(axis=1)
+    distances = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2.0 * points @ points.T, 0.0))
+    np.fill_diagonal(distances, 0.0)
+    neighbours = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return neighbours, np.take_along_axis(distances, neighbours, axis=1), None
 
 
 def latent_umap(latents: Any, sites: Sequence[Hashable], ax=None, seed: int = 0, *, title: str | None = None):
