@@ -33,8 +33,11 @@ $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --no-deps "$(PYCORTEX)"
 	@touch $(TEST_STAMP)
 
+# Two pytest workers (pytest-xdist), one test file each at a time: the suite is mostly single-threaded.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-slow: $(TEST_STAMP)
 	$(PY) -m pytest -q -m slow

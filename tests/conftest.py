@@ -1,5 +1,7 @@
 """Shared test settings: deterministic, single-threaded torch (fast and reproducible on 2 cores)."""
 
+import os
+
 import pytest
 import torch
 
@@ -14,6 +16,31 @@ def _deterministic_torch():
 
 def pytest_configure(config):
     torch.set_num_threads(1)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `make test` runs two workers on the two cores: what a test starts (the demo's CLI child processes,
+        # ITK filters, numba) gets one thread too. Two threads there, with the other worker busy, made
+        # the smoke demo twice as slow (OpenMP threads waiting for a core).
+        for name in THREAD_VARIABLES:
+            os.environ.setdefault(name, "1")
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+                    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+
+
+#: Test files whose module fixtures run for minutes (the smoke demo, preprocessing real heads, torchrun
+#: launches), longest first. They are collected first so that `make test`'s two workers (pytest-xdist,
+#: one file at a time, in collection order) start with them instead of finishing on them.
+LONG_FILES = ("test_demo.py", "test_cli_preprocess.py", "test_preprocess.py", "test_distributed.py",
+              "test_impute_benchmark.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
 
 
 @pytest.fixture(scope="session")
