@@ -247,6 +247,18 @@ def test_volumes_match_their_slice(tmp_path):
     assert np.abs(same - image.get_fdata()).max() < 1e-3
 
 
+def test_template_slabs_are_exact_copies_of_the_whole_volume():
+    from neurodiff.data.synthetic_images.template import load_template
+
+    whole, slab = load_template(None), load_template((10.0, 20.5))
+    lo = int(np.floor(10.0 - whole.origin_mm[2]))
+    assert slab.shape == (*whole.shape[:2], 12) and slab.origin_mm[2] == whole.origin_mm[2] + lo
+    assert np.array_equal(slab.maps.numpy(), whole.maps[..., lo:lo + 12].numpy())
+    # a copy: changing a slab cannot change the cached whole volume or another slab
+    assert slab.maps.untyped_storage().data_ptr() != whole.maps.untyped_storage().data_ptr()
+    assert slab.tissue_means == whole.tissue_means and slab.tissue_means is not whole.tissue_means
+
+
 def test_cli_writes_a_small_cohort(tmp_path):
     out = tmp_path / "cli"
     args = ["synth", "images", "--size", "32", "--sites", "2", "--controls", "3", "--travellers", "1"]

@@ -69,7 +69,9 @@ def test_two_worker_processes_give_the_results_of_one_process_in_seed_order():
     assert {"[seed 2] squaring 2", "[seed 0] squaring 0", "[seed 1] squaring 1"} <= set(lines)
 
 
-def test_each_worker_limits_torch_and_blas_to_its_share_of_the_cores():
+def test_each_worker_limits_torch_and_blas_to_its_share_of_the_cores(monkeypatch):
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "99")  # what the workers inherit must not be what they report
     share = str(max(1, os.cpu_count() // 2))
     for result in map_seeds(threads, [0, 1], jobs=2, log=lambda _: None):
         assert set(result.values()) == {share}

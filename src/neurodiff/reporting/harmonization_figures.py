@@ -95,14 +95,14 @@ def _embed(latents: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
 
 
 def _exact_neighbours(latents: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
-    """The `k` nearest neighbours of every point (itself first) and their Euclidean distances, in
-    umap-learn's `precomputed_knn` form. Exact, as umap-learn's own search is below 4096 points, but
-    without compiling that search (about 10 s of numba JIT in every new process)."""
+    """The `k` nearest neighbours of every point (the point itself among them, at distance 0) and their
+    Euclidean distances, in umap-learn's `precomputed_knn` form. Exact, as umap-learn's own search is
+    below 4096 points, but without compiling that search (about 10 s of numba JIT in every new process)."""
+    from scipy.spatial.distance import cdist
+
     points = np.asarray(latents, dtype=np.float64)
-    squared = (points**2).sum(axis=1)
-    distances = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2.0 * points @ points.T, 0.0))
-    np.fill_diagonal(distances, 0.0)
-    neighbours = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    distances = cdist(points, points)
+    neighbours = np.argsort(distances, axis=1, kind="stable")[:, :k].copy()
     return neighbours, np.take_along_axis(distances, neighbours, axis=1), None
 
 

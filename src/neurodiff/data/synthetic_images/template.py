@@ -89,7 +89,9 @@ def load_template(z_range_mm: tuple[float, float] | None = None) -> Template:
     """Load and prepare the 1 mm MNI152 template, cropped to MNI z in `z_range_mm` if given.
 
     Distances are computed on the whole volume before cropping, so a slab is exact. Cached: the whole
-    volume is prepared once per process, whatever slabs are asked for.
+    volume is prepared once per process, whatever slabs are asked for, and each slab is its own copy.
+    The returned template is shared by every later call with the same `z_range_mm`: treat its maps as
+    read-only.
     """
     template = _whole_template()
     if z_range_mm is None:
@@ -97,8 +99,8 @@ def load_template(z_range_mm: tuple[float, float] | None = None) -> Template:
     origin = template.origin_mm
     lo = max(int(np.floor(z_range_mm[0] - origin[2])), 0)
     hi = min(int(np.ceil(z_range_mm[1] - origin[2])) + 1, template.shape[-1])
-    maps = template.maps[..., lo:hi].contiguous()
-    return Template(maps=maps, origin_mm=origin + np.array([0.0, 0.0, lo]), tissue_means=template.tissue_means)
+    maps = template.maps[..., lo:hi].clone()
+    return Template(maps=maps, origin_mm=origin + np.array([0.0, 0.0, lo]), tissue_means=dict(template.tissue_means))
 
 
 @functools.lru_cache(maxsize=1)
