@@ -15,6 +15,7 @@ from neurodiff.data.preprocess import (
     AffineRegistration,
     PreprocessConfig,
     PreprocessError,
+    Template,
     load_t1,
     load_template,
     n4_bias_correct,
@@ -163,6 +164,35 @@ def test_registration_recovers_a_known_affine_within_2mm():
     assert np.allclose(again.template_to_native, registration.template_to_native, atol=1e-6)
 
 
+def test_registration_is_reproducible_for_every_seed_including_0():
+    """SimpleITK reads a sampling seed of 0 as "seed from the clock"; the default seed 0 must still give
+    the same transform twice (in one thread, where ITK's sums are in a fixed order). Run on the template
+    and a shifted copy at 4 mm, which keeps it to seconds."""
+    import SimpleITK as sitk
+    from nibabel.processing import resample_to_output
+
+    template = load_template()
+    coarse = Template(t1=resample_to_output(template.t1, 4.0, order=1),
+                      brain_mask=resample_to_output(template.brain_mask, 4.0, order=0))
+    affine = coarse.t1.affine.copy()
+    affine[:3, 3] += (6.0, -4.0, 5.0)
+    subject = nib.Nifti1Image(np.asarray(coarse.t1.dataobj), affine)
+
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        runs = [register_to_template(subject, template=coarse, shrink_factors=(1,), seed=seed).native_to_template
+                for seed in (0, 0, 1)]
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    assert np.array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])  # the seed is used
+    assert np.allclose(runs[0][:3, 3], (-6.0, 4.0, -5.0), atol=1.0)  # and the result is the shift undone
+    for bad in (-1, 2**32 - 1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            register_to_template(subject, template=coarse, seed=bad)
+
+
 def test_registration_transform_files_round_trip(tmp_path):
     import SimpleITK as sitk
 
@@ -227,6 +257,8 @@ def test_config_is_checked_and_round_trips():
     assert config.slice_names() == ["slice_0.nii.gz", "slice_1.nii.gz", "slice_2.nii.gz"]
     with pytest.raises(ValueError, match="skull_strip"):
         PreprocessConfig(skull_strip="bet")
+    with pytest.raises(ValueError, match="seed must be an integer from 0"):
+        PreprocessConfig(seed=-1)
     with pytest.raises(ValueError, match="unknown preprocessing setting"):
         PreprocessConfig.from_dict({"sliecs": 2})
 

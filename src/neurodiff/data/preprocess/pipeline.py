@@ -28,6 +28,7 @@ from neurodiff.data.preprocess.qc import qc_png
 from neurodiff.data.preprocess.registration import (
     AffineRegistration,
     Template,
+    check_seed,
     load_template,
     register_to_template,
     resample,
@@ -115,6 +116,7 @@ class PreprocessConfig:
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, not {self.percentiles!r}")
         slice_positions(self.slices, centre_mm=self.slice_z_mm, spacing_mm=self.slice_spacing_mm)
+        check_seed(self.seed)
         if self.slice_size < 8 or not self.slice_fov_mm > 0:
             raise ValueError(f"slice_size must be >= 8 and slice_fov_mm positive, not {self.slice_size!r}, "
                              f"{self.slice_fov_mm!r}")

@@ -32,6 +32,9 @@ from neurodiff.data.preprocess.volume import RAS_TO_LPS, from_sitk, sitk_of, to_
 BRAIN_CENTRE_XY_MM = (0.0, -17.0)
 #: Dilation (mm) of the template brain mask that limits where the metric is evaluated.
 METRIC_MASK_DILATION_MM = 4.0
+#: Largest registration seed: ITK's seeds are 32-bit and SimpleITK reads 0 as "seed from the clock",
+#: so seed s goes to ITK as s + 1.
+MAX_SEED = 2**32 - 2
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,12 @@ def load_template() -> Template:
         t1=nib.Nifti1Image(np.asarray(t1.get_fdata(), dtype=np.float32), t1.affine),
         brain_mask=nib.Nifti1Image((np.asarray(mask.get_fdata()) > 0).astype(np.uint8), mask.affine),
     )
+
+
+def check_seed(seed: object) -> None:
+    """Refuse a registration seed that is not an integer from 0 to :data:`MAX_SEED`."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, not {seed!r}")
 
 
 @dataclass(frozen=True)
@@ -142,8 +151,11 @@ def register_to_template(
     iterations
         Maximum gradient-descent iterations per level.
     seed
-        Seed of the metric's random sampling (the result is deterministic for a given seed).
+        Seed of the metric's random sampling, 0 to 2³² − 2. In one thread, the same seed and image give
+        the same transform bit for bit. In more threads, ITK's parallel sums round differently from run
+        to run: measured on S1 in two threads, brain points move by at most 0.003 mm.
     """
+    check_seed(seed)
     if not shrink_factors or min(shrink_factors) < 1:
         raise ValueError(f"shrink_factors must be positive integers, not {list(shrink_factors)!r}")
     if not 0.0 < sampling <= 1.0:
@@ -217,7 +229,7 @@ def _run(fixed, moving, mask, transform, *, shrink, smooth, sampling, seed, iter
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(sampling, seed)
+    method.SetMetricSamplingPercentage(sampling, int(seed) + 1)  # never sitkWallClock (0): reproducible
     method.SetMetricFixedMask(mask)
     method.SetInterpolator(sitk.sitkLinear)
     if exhaustive is not None:
