@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
 from real_heads import VARIANTS, affine_matrix, dice, distort, s1_head  # noqa: E402
@@ -44,7 +43,7 @@ from neurodiff.data.preprocess import (  # noqa: E402
     preprocess_manifest,
     template_brain_mask,
 )
-
+from neurodiff.reporting.results import environment  # noqa: E402
 
 
 def main() -> None:
@@ -118,8 +117,7 @@ def main() -> None:
     s1 = records["S1"]["seconds"]
     results = {
         "benchmark": "preprocess_speed",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "environment": {**environment(), "simpleitk": sitk.Version.VersionString()},
         "settings": PreprocessConfig().to_dict(),
         "subject": "pycortex S1, 256x256x256 at 1 mm, head with skull and neck",
         "seconds_per_subject_1mm": s1["total"],
