@@ -125,6 +125,25 @@ def test_control_split_is_by_subject_one_image_per_held_out_subject_and_never_pa
     assert frame["group"].iloc[np.r_[train, held]].eq("control").all()
 
 
+def test_benchmark_check_refuses_a_patient_imaged_twice_and_too_few_controls_for_brain_age():
+    """Checked before any training: a patient's second image would count as a second patient in the Cox
+    model, and 13 control subjects leave 9 for training, below the brain-age model's 5-fold minimum."""
+    from neurodiff.evaluation.normative_benchmark import NormativeBenchmarkConfig
+
+    def cohort(controls, patients):
+        ids = [f"c{i}" for i in range(controls)] + list(patients)
+        return pd.DataFrame({"subject_id": ids, "group": ["control"] * controls + ["patient"] * len(patients),
+                             "age": 60.0, "sex": "F", "time": 100.0, "event": 1})
+
+    config = NormativeBenchmarkConfig()
+    config.check(cohort(14, ["p1", "p2", "p3"]))
+    with pytest.raises(ValueError, match=r"patient\(s\) p2 have several images"):
+        config.check(cohort(14, ["p1", "p2", "p2", "p3"]))
+    with pytest.raises(ValueError, match="brain_age_gap needs at least 10 training control subjects.*leave 9"):
+        config.check(cohort(13, ["p1", "p2", "p3"]))
+    NormativeBenchmarkConfig(methods=("nda",)).check(cohort(13, ["p1", "p2", "p3"]))
+
+
 def test_survival_refuses_a_patient_scored_twice_without_a_manifest(scored, tmp_path):
     table = pd.read_csv(scored / "scores" / "scores.csv", dtype={"subject_id": str})
     patient = table[table["group"].eq("patient")].iloc[[0]]
@@ -133,6 +152,30 @@ def test_survival_refuses_a_patient_scored_twice_without_a_manifest(scored, tmp_
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "several rows" in result.output
     assert patient["subject_id"].iloc[0] in result.output and not (tmp_path / "out").exists()
+
+
+def test_survival_ignores_a_control_scanned_twice_but_refuses_a_patient_twice_in_the_manifest(
+        scored, tiny_patient_cohort, tmp_path):
+    """Controls are not analysed, so a repeated control (travelling subjects, extra sessions) in the scores
+    and the manifest is no error; a repeated patient in the manifest still is."""
+    manifest, _, _ = tiny_patient_cohort
+    table = pd.read_csv(scored / "scores" / "scores.csv", dtype={"subject_id": str})
+    rows = pd.read_csv(manifest, dtype={"subject_id": str})
+    control = table.index[table["group"].eq("control")][0]
+    pd.concat([table, table.loc[[control]]]).to_csv(tmp_path / "scores.csv", index=False)
+    control_id = table["subject_id"][control]
+    pd.concat([rows, rows[rows["subject_id"].eq(control_id)]]).to_csv(tmp_path / "manifest.csv", index=False)
+    args = ["normative", "survival", "--scores", str(tmp_path / "scores.csv"), "--manifest"]
+    result = runner.invoke(app, [*args, str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    analysed = json.loads((tmp_path / "out" / "results.json").read_text())["result"]["n"]
+    assert analysed == int(table["group"].eq("patient").sum())
+
+    patient_id = table["subject_id"][table.index[table["group"].eq("patient")][0]]
+    pd.concat([rows, rows[rows["subject_id"].eq(patient_id)]]).to_csv(tmp_path / "twice.csv", index=False)
+    result = runner.invoke(app, [*args, str(tmp_path / "twice.csv"), "--out", str(tmp_path / "out2")])
+    assert result.exit_code == 2 and "several rows" in result.output and patient_id in result.output
+    assert control_id not in result.output and not (tmp_path / "out2").exists()
 
 
 def test_survival_keeps_subject_ids_as_written(scored, tmp_path):

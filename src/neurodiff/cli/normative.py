@@ -187,7 +187,11 @@ def survival(
 
 
 def _survival_table(scores_path: Path, manifest_path: Path | None, score_column: str):
-    """The patients' rows: scores joined to the manifest on subject_id (checked)."""
+    """The patients' rows: scores joined to the manifest on subject_id (checked).
+
+    Only the analysed rows (group = patient, where a group column exists) must be one per subject: a
+    control scanned twice (travelling subjects, extra sessions) is not analysed and is no error.
+    """
     import pandas as pd
 
     if not scores_path.is_file():
@@ -196,32 +200,39 @@ def _survival_table(scores_path: Path, manifest_path: Path | None, score_column:
     for column in ("subject_id", score_column):
         if column not in scores.columns:
             raise ValueError(f"--scores {scores_path} has no column {column!r} (columns: {', '.join(scores.columns)})")
+    scores = _patient_rows(scores)
     if manifest_path is not None:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"--manifest {manifest_path} does not exist")
         manifest = pd.read_csv(manifest_path, dtype={"subject_id": str})
         if "subject_id" not in manifest.columns:
             raise ValueError(f"--manifest {manifest_path} has no column 'subject_id'")
-        _one_row_per_subject(scores, f"--scores {scores_path}")
-        _one_row_per_subject(manifest, f"--manifest {manifest_path}")
         missing = sorted(set(scores["subject_id"]) - set(manifest["subject_id"]))
         if missing:
             raise ValueError(f"subject(s) {', '.join(missing[:5])} of --scores are not in --manifest {manifest_path}")
+        manifest = _patient_rows(manifest)
+        scores = scores[scores["subject_id"].isin(manifest["subject_id"]).to_numpy(bool)]
+        _one_row_per_subject(scores, f"--scores {scores_path}")
+        _one_row_per_subject(manifest[manifest["subject_id"].isin(scores["subject_id"])], f"--manifest {manifest_path}")
         keep = [c for c in scores.columns if c not in manifest.columns or c == "subject_id"]
-        scores = scores[keep].merge(manifest, on="subject_id")
-    if "group" in scores.columns:
-        scores = scores[scores["group"].astype("string").str.strip().str.lower().eq("patient").fillna(False)
-                        .to_numpy(bool)]
-        if scores.empty:
-            raise ValueError("no row has group = patient: survival is analysed on patients")
+        scores = _patient_rows(scores[keep].merge(manifest, on="subject_id"))
+    if scores.empty:
+        raise ValueError("no row has group = patient: survival is analysed on patients")
     _one_row_per_subject(scores, f"--scores {scores_path}")  # the analysed rows, also without --manifest
     return scores.reset_index(drop=True)
+
+
+def _patient_rows(table):
+    """The rows with group = patient, or every row when there is no group column."""
+    if "group" not in table.columns:
+        return table
+    return table[table["group"].astype("string").str.strip().str.lower().eq("patient").fillna(False).to_numpy(bool)]
 
 
 def _one_row_per_subject(table, name: str) -> None:
     twice = ", ".join(map(str, table["subject_id"][table["subject_id"].duplicated()].unique()[:5]))
     if twice:
-        raise ValueError(f"{name} has several rows for subject(s) {twice}; survival needs one score per subject "
+        raise ValueError(f"{name} has several rows for patient(s) {twice}; survival needs one score per patient "
                          "(one image per patient, e.g. the baseline scan)")
 
 

@@ -90,6 +90,21 @@ class NormativeBenchmarkConfig:
         if controls.sum() < 10 or patients.sum() < 3:
             raise ValueError(f"the normative benchmark needs at least 10 controls and 3 patients; the manifest has "
                              f"{int(controls.sum())} controls and {int(patients.sum())} patients")
+        subjects = frame["subject_id"].astype(str)
+        twice = subjects[patients][subjects[patients].duplicated()].unique()
+        if len(twice):
+            raise ValueError(f"patient(s) {', '.join(twice[:5])} have several images; survival is analysed per "
+                             "patient, so keep one image per patient (e.g. the baseline scan)")
+        n_subjects = subjects[controls].nunique()
+        n_train = n_subjects - int(round(self.heldout_fraction * n_subjects))
+        if "brain_age_gap" in self.methods and n_train < BRAIN_AGE_MIN_TRAINING:
+            raise ValueError(f"brain_age_gap needs at least {BRAIN_AGE_MIN_TRAINING} training control subjects for "
+                             f"its 5-fold cross-validation; {n_subjects} control subjects with heldout_fraction "
+                             f"{self.heldout_fraction} leave {n_train}: add controls or leave brain_age_gap out")
+
+
+#: Training control images the brain-age model's 5-fold cross-validation needs (BrainAgeModel: 2 × cv).
+BRAIN_AGE_MIN_TRAINING = 10
 
 
 def groups(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
