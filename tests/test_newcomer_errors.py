@@ -46,6 +46,19 @@ def test_a_used_output_folder_is_refused_before_any_work(tmp_path, command):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.parametrize("command", [
+    ["harmonize", "fit", "--manifest", "m.csv"], ["harmonize", "benchmark"],
+    ["impute", "fit", "--data", "t.csv", "--labels", "age"], ["impute", "benchmark"],
+    ["normative", "fit", "--manifest", "m.csv"], ["normative", "benchmark"],
+])
+def test_an_output_path_that_is_a_file_is_refused_before_any_work(tmp_path, command):
+    out = tmp_path / "results"
+    out.write_text("mine")
+    result = cli.invoke(app, [*command, "--out", str(out)])
+    assert result.exit_code == 2 and "not an empty folder" in result.output, result.output
+    assert out.read_text() == "mine"
+
+
 def test_a_full_disk_says_what_to_do(monkeypatch, capsys):
     import errno
 

@@ -47,6 +47,19 @@ def test_single_site_is_refused(tiny_image_cohort):
         DisentangledDiffAE(**TINY, max_steps=1).fit(frame[one], images[one])
 
 
+@pytest.mark.parametrize("relabel", [lambda s: " " + s + " ", lambda s: float(s.removeprefix("site")) + 1],
+                         ids=["spaces", "numbers"])
+def test_site_labels_with_spaces_or_numbers_are_the_categories_the_encoding_sees(tiny_image_cohort, relabel):
+    """A CSV cell " site0 " is site "site0" and a site code 1.0 is the category "1" (not a continuous
+    covariate), also for the adversarial site head's targets."""
+    _, frame, images = tiny_image_cohort
+    model = DisentangledDiffAE(**TINY, max_steps=1, adversarial_weight=1.0)
+    model.fit(frame.assign(site=frame["site"].map(relabel)), images)
+    expected = ["site0", "site1"] if isinstance(relabel("site0"), str) else ["1", "2"]
+    assert model.sites == expected
+    assert np.isfinite(model.history_["metrics"]["site_loss"]).all()
+
+
 def test_missing_covariate_column(tiny_image_cohort):
     _, frame, images = tiny_image_cohort
     with pytest.raises(ValueError, match="'sex'"):

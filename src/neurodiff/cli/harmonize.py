@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from neurodiff.cli import seed_options
+from neurodiff.cli.out_folder import check_out_folder
 from neurodiff.cli.volumes import quick_preset as _preset
 from neurodiff.cli.volumes import slices_only as _slices_only
 
@@ -49,8 +50,7 @@ def fit(
     if steps is not None:
         params["max_steps"] = steps
     try:
-        if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"--out {out} is not empty; choose a new folder")
+        check_out_folder(out)
         model = DisentangledDiffAE.preset(_preset(quick, manifest), **params).fit(manifest)
         if not is_main_process():  # under torchrun, rank 0 writes the model and reports
             return
@@ -89,8 +89,7 @@ def apply(
     from neurodiff.methods.harmonization import DisentangledDiffAE
 
     try:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before any work, not after it
-            raise FileExistsError(f"--out {out} is not an empty folder; choose a new folder")
+        check_out_folder(out)  # before any work, not after it
         ddae = DisentangledDiffAE.load(model, device=device)  # a cuda that is not there fails here
         for name, value in (("inversion_steps", inversion_steps), ("render_steps", render_steps)):
             if value is not None:
@@ -181,8 +180,7 @@ def benchmark(
     from neurodiff.reporting.results import results_document
 
     try:
-        if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"--out {out} is not empty; choose a new folder")
+        check_out_folder(out)
         if seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
         parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,

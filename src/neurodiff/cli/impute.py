@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from neurodiff.cli import seed_options
+from neurodiff.cli.out_folder import check_out_folder
 
 app = typer.Typer(
     help="SECONDGRAM: generate missing follow-up imaging features from the first visit and labels.",
@@ -85,8 +86,7 @@ def fit(
     if epochs is not None:
         params["max_epochs"] = epochs
     try:
-        if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"--out {out} is not empty; choose a new folder")
+        check_out_folder(out)
         resolve_device(device)  # before any work
         model = SecondGram.preset(variant, **params)
         with _table_warnings(show=is_main_process()):
@@ -201,8 +201,7 @@ def benchmark(
     from neurodiff.reporting.results import results_document
 
     try:
-        if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"--out {out} is not empty; choose a new folder")
+        check_out_folder(out)
         if seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
         parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,

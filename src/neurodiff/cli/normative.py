@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from neurodiff.cli import seed_options
+from neurodiff.cli.out_folder import check_out_folder
 from neurodiff.cli.volumes import quick_preset as _preset
 from neurodiff.cli.volumes import slices_only as _slices_only
 
@@ -25,11 +26,6 @@ QUICK_COHORT = dict(size=32, n_patients=200)
 def _fail(error: Exception) -> None:
     typer.echo(f"neurodiff normative: {error}", err=True)
     raise typer.Exit(2) from error
-
-
-def _check_out_folder(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"--out {out} is not an empty folder; choose a new folder")
 
 
 @app.command("fit")
@@ -69,7 +65,7 @@ def fit(
     if steps is not None:
         params["max_steps"] = steps
     try:
-        _check_out_folder(out)
+        check_out_folder(out)
         model = NormativeDiffAE.preset(_preset(quick, manifest), **params)
         frame = read_manifest(manifest, required=("subject_id", "path", *model.encoder_covariates))
         if controls_only and "group" in frame.columns:
@@ -112,7 +108,7 @@ def score(
     from neurodiff.methods.normative import NormativeDiffAE
 
     try:
-        _check_out_folder(out)  # before any work, not after it
+        check_out_folder(out)  # before any work, not after it
         nda = NormativeDiffAE.load(model, device=device)  # a cuda that is not there fails here
         frame = read_manifest(manifest, required=("subject_id", "path", *nda.encoder_covariates))
         images, _ = load_images(frame, progress=True)
@@ -165,7 +161,7 @@ def survival(
 
     names = [c.strip() for c in covariates.split(",") if c.strip()]
     try:
-        _check_out_folder(out)
+        check_out_folder(out)
         frame = _survival_table(scores, manifest, score_column)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SurvivalWarning)
@@ -284,7 +280,7 @@ def benchmark(
     from neurodiff.reporting.results import results_document
 
     try:
-        _check_out_folder(out)
+        check_out_folder(out)
         if seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
         parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,

@@ -150,10 +150,19 @@ class CovariateEncoding:
             codes = [_binary_code(covariate, v, frame, i) for i, v in enumerate(frame[covariate.name])]
             parts.append(np.array(codes, dtype=np.float64)[:, None])
         for covariate in self.categorical:
-            _no_missing(frame, covariate.name)
-            index = [_category_index(covariate, v, frame, i) for i, v in enumerate(frame[covariate.name])]
+            index = self.category_indices(frame, covariate.name)
             parts.append(np.eye(len(covariate.categories))[index].reshape(len(frame), -1))
         return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def category_indices(self, frame: pd.DataFrame, name: str) -> np.ndarray:
+        """Each row's category of the categorical column `name`, as its position in :meth:`categories`
+        (values compared as the encoding compares them: ``" site0"`` is ``"site0"``, 1.0 is ``"1"``)."""
+        covariate = self._find(name)
+        if not isinstance(covariate, CategoricalCovariate):
+            raise CovariateError(f"covariate {name!r} is not categorical")
+        _check_present(frame, name)
+        _no_missing(frame, name)
+        return np.array([_category_index(covariate, v, frame, i) for i, v in enumerate(frame[name])], dtype=np.int64)
 
     def with_values(self, frame: pd.DataFrame, **overrides: Any) -> pd.DataFrame:
         """A copy of `frame` with each named column set to one value, e.g. ``with_values(f, site="site0")``.
@@ -340,7 +349,7 @@ def _fit_binary(frame: pd.DataFrame, name: str) -> BinaryCovariate:
 
 def _fit_categorical(frame: pd.DataFrame, name: str) -> CategoricalCovariate:
     _no_missing(frame, name)
-    return CategoricalCovariate(name, tuple(sorted({_category_key(v) for v in frame[name]})))
+    return CategoricalCovariate(name, tuple(sorted({category_key(v) for v in frame[name]})))
 
 
 # ---------------------------------------------------------------- encoding helpers
@@ -351,8 +360,9 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _category_key(value: Any) -> str:
-    """Categories are compared as text; whole numbers as integers (site 1 and 1.0 are both "1")."""
+def category_key(value: Any) -> str:
+    """A category as the encodings compare it: text without surrounding spaces, whole numbers as integers
+    (site 1 and 1.0 are both "1")."""
     value = _plain(value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -386,7 +396,7 @@ def _binary_code(covariate: BinaryCovariate, value: Any, frame: pd.DataFrame | N
 def _category_index(
     covariate: CategoricalCovariate, value: Any, frame: pd.DataFrame | None = None, position: int = 0
 ) -> int:
-    key = _category_key(value)
+    key = category_key(value)
     try:
         return covariate.categories.index(key)
     except ValueError:

@@ -280,6 +280,14 @@ def _cross_validate(x: np.ndarray, y: np.ndarray, groups: Any, folds: int, seed:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def traveller_groups(covariates: pd.DataFrame) -> np.ndarray | None:
+    """The cross-validation groups of :func:`site_accuracy`: each travelling subject's id (one subject's
+    images at every site stay in one fold), ``""`` for the other images; None without the column."""
+    if TRAVELLER_COLUMN not in covariates.columns:
+        return None
+    return covariates[TRAVELLER_COLUMN].fillna("").astype(str).to_numpy()
+
+
 def site_accuracy(features: Any, sites: Sequence[Hashable], *, folds: int = 5, seed: int = 0,
                   groups: Sequence[str] | None = None) -> tuple[float, float]:
     """``(balanced accuracy, chance)`` of a site classifier; chance = 1 / number of sites.
@@ -472,9 +480,7 @@ def evaluate_harmonization(raw_images: Any, harmonised_images: Any, covariates: 
     if features is None:
         _, features = image_features(raw, seed=seed)
     h = features.transform(harmonised)
-    groups = (covariates[TRAVELLER_COLUMN].fillna("").astype(str).to_numpy()
-              if TRAVELLER_COLUMN in covariates.columns else None)
-
+    groups = traveller_groups(covariates)
     accuracy, chance = site_accuracy(h, site, folds=folds, seed=seed, groups=groups)
     rows, reference_rows = traveller_pairs(covariates, target_site)
     travellers = traveller_scores(harmonised[rows], raw[reference_rows])

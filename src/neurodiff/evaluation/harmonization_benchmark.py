@@ -26,10 +26,12 @@ import numpy as np
 import pandas as pd
 
 from neurodiff.evaluation.harmonization import (
+    REFERENCE_VALUES,
     REQUIRED_COLUMNS,
     evaluate_harmonization,
     image_features,
     site_accuracy,
+    traveller_groups,
     traveller_pairs,
 )
 from neurodiff.evaluation.image_quality import psnr, ssim
@@ -38,11 +40,13 @@ from neurodiff.evaluation.seed_jobs import SeedJobs
 ALL_METHODS = ("ddae", "ddae_adversarial", "combat", "cvae", "style_gan", "raw")
 TRAVELLER = "true_traveller_id"
 
-#: Direction of each metric (None: closest to 1 / a reference is best; not ranked).
-HIGHER_IS_BETTER = {"site_accuracy": False, "age_mae": False, "sex_auroc": True, "frechet": False,
+#: Direction of each metric (None: closest to its reference in :data:`REFERENCES` is best). A site
+#: accuracy below chance is as much a sign of site information as one above it.
+HIGHER_IS_BETTER = {"site_accuracy": None, "age_mae": False, "sex_auroc": True, "frechet": False,
                     "within_site_variability": None, "ssim": True, "psnr": True, "mae": False,
-                    "latent_site_accuracy": False, "ssim_half_steps": True, "psnr_half_steps": True,
+                    "latent_site_accuracy": None, "ssim_half_steps": True, "psnr_half_steps": True,
                     "images_per_second": True}
+REFERENCES = {**REFERENCE_VALUES, "latent_site_accuracy": "site_chance"}
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,8 @@ def _ddae_extras(model, x_test, test_frame, config, seed, extras, method) -> dic
     """Site predictability from z_υ, joint latents for the figure, and the cost of halving the steps."""
     z = model.encode(x_test, test_frame)
     extras["latents"][method] = z
-    accuracy, _ = site_accuracy(z[:, : model.latent_dim], test_frame["site"].astype(str).to_numpy(), seed=seed)
+    accuracy, _ = site_accuracy(z[:, : model.latent_dim], test_frame["site"].astype(str).to_numpy(), seed=seed,
+                                groups=traveller_groups(test_frame))  # as for the images: travellers in one fold
     rows, reference_rows = traveller_pairs(test_frame, config.target_site)
     out = {"latent_site_accuracy": accuracy}
     if len(rows):
@@ -342,17 +347,17 @@ def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
         "on the held-out test images. Feature space of the probes and the Fréchet distance: a PCA of the raw test "
         "images (Inception FID needs downloaded weights). Bold: best mean per column.</p>",
         methods_table(methods, ["ssim", "psnr", "mae"], "Travelling subjects: harmonised image vs the same "
-                      "subject's real target-site image", HIGHER_IS_BETTER),
+                      "subject's real target-site image", HIGHER_IS_BETTER, REFERENCES),
         methods_table(methods, ["site_accuracy", "site_chance", "latent_site_accuracy"],
                       "Site removal: cross-validated site classifier on the harmonised images (chance = 1/sites), "
-                      "and on DDAE's z_υ", HIGHER_IS_BETTER),
+                      "and on DDAE's z_υ", HIGHER_IS_BETTER, REFERENCES),
         methods_table(methods, ["age_mae", "sex_auroc"], "Biology kept: age and sex predicted from the harmonised "
-                      "images (compare with raw)", HIGHER_IS_BETTER),
+                      "images (compare with raw)", HIGHER_IS_BETTER, REFERENCES),
         methods_table(methods, ["frechet", "within_site_variability"], "Distribution: Fréchet distance to real "
-                      "target-site images; within-site variability after / before (1 = kept)", HIGHER_IS_BETTER),
+                      "target-site images; within-site variability after / before (1 = kept)", HIGHER_IS_BETTER, REFERENCES),
         methods_table(methods, ["images_per_second", "ssim_half_steps", "psnr_half_steps"],
                       "DDAE cost: harmonised images per second at the benchmark's size, and traveller quality "
-                      "with half the inversion and rendering steps", HIGHER_IS_BETTER),
+                      "with half the inversion and rendering steps", HIGHER_IS_BETTER, REFERENCES),
     ]
     speed = document.get("timings", {}).get("throughput", [])
     if speed:

@@ -57,6 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 _BINARY = {"sex"}
 _CONTINUOUS = {"age"}
+_CATEGORICAL = {"site"}  # site codes are labels even when they are numbers
 
 
 def quick_preset_for(manifest: str | Path) -> str:
@@ -362,7 +363,7 @@ class DiffusionAutoencoder(Estimator):
 
 
 def _fit_encoding(frame: pd.DataFrame, columns: Sequence[str]) -> CovariateEncoding | None:
-    """Age-like numeric columns standardised, sex as 0/1, site and other text one-hot."""
+    """Age and other numeric columns standardised, sex as 0/1, site (even as numbers) and other text one-hot."""
     if not columns:
         return None
     continuous, binary, categorical = [], [], []
@@ -371,6 +372,8 @@ def _fit_encoding(frame: pd.DataFrame, columns: Sequence[str]) -> CovariateEncod
             raise ValueError(f"covariate column {name!r} is not in the manifest")
         if name in _BINARY:
             binary.append(name)
+        elif name in _CATEGORICAL:
+            categorical.append(name)
         elif name in _CONTINUOUS or pd.api.types.is_numeric_dtype(frame[name]):
             continuous.append(name)
         else:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurodiff.data.covariates import category_key
 from neurodiff.methods.diffae import PRESETS as DIFFAE_PRESETS
 from neurodiff.methods.diffae import DiffusionAutoencoder
 from neurodiff.nets.diffusion_autoencoder import DiffusionAutoencoderNet
@@ -120,7 +121,7 @@ class DisentangledDiffAE(DiffusionAutoencoder):
         self.latent_covariates = tuple(self.covariates)
         if images is None:
             manifest, images = self._read(manifest)
-        sites = manifest["site"].astype(str)
+        sites = manifest["site"].map(category_key)  # as the encoding will see them: " a" is "a"
         if sites.nunique() < 2:
             raise ValueError(f"harmonisation needs images from at least two sites; the manifest has only "
                              f"{sites.iloc[0]!r}")
@@ -139,8 +140,7 @@ class DisentangledDiffAE(DiffusionAutoencoder):
         return [str(s) for s in self.latent_encoding_.categories("site")]
 
     def _extra_training_tensors(self, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
-        index = {site: i for i, site in enumerate(self.sites)}
-        return {"site": torch.as_tensor([index[str(s)] for s in frame["site"]], dtype=torch.long)}
+        return {"site": torch.as_tensor(self.latent_encoding_.category_indices(frame, "site"), dtype=torch.long)}
 
     def _latent_loss(self, net, batch, latent, diffusion_loss):
         if not self.adversarial_weight:

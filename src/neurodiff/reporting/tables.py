@@ -17,19 +17,31 @@ def format_cell(summary: dict[str, Any] | None, digits: int = 3) -> str:
 
 
 def methods_table(methods: dict[str, dict[str, Any]], metrics: Sequence[str], caption: str,
-                  higher_is_better: dict[str, bool] | None = None) -> str:
-    """One HTML table, a row per method that has any of `metrics`; the best mean per column in bold."""
+                  higher_is_better: dict[str, bool | None] | None = None,
+                  references: dict[str, float | str] | None = None) -> str:
+    """One HTML table, a row per method that has any of `metrics`; the best mean per column in bold.
+
+    `higher_is_better` gives each metric's direction. A metric whose direction is None and that has a
+    reference (a number, or the name of another metric of the same method holding it, e.g. site
+    accuracy → ``"site_chance"``) is best closest to that reference; other metrics are not ranked.
+    """
     rows = [m for m, values in methods.items() if any(k in values for k in metrics)]
     if not rows:
         return ""
+    directions, references = higher_is_better or {}, references or {}
     best: dict[str, str] = {}
     for metric in metrics:
-        direction = (higher_is_better or {}).get(metric)
+        direction = directions.get(metric)
         scored = [(methods[m][metric]["mean"], m) for m in rows
                   if metric in methods[m] and methods[m][metric].get("mean") is not None]
         if direction is not None and scored:
             best[metric] = (max(scored) if direction else min(scored))[1]
-    head = "".join(f"<th>{html.escape(m)}{' ↑' if (higher_is_better or {}).get(m) else ' ↓' if (higher_is_better or {}).get(m) is False else ''}</th>" for m in metrics)
+        elif metric in references:
+            gaps = [(abs(mean - target), m) for mean, m in scored
+                    if (target := _reference(methods[m], references[metric])) is not None]
+            if gaps:
+                best[metric] = min(gaps)[1]
+    head = "".join(f"<th>{html.escape(m)}{_marker(directions.get(m), references.get(m))}</th>" for m in metrics)
     body = []
     for method in rows:
         cells = []
@@ -39,6 +51,18 @@ def methods_table(methods: dict[str, dict[str, Any]], metrics: Sequence[str], ca
         body.append(f"<tr><th>{html.escape(method)}</th>{''.join(cells)}</tr>")
     return (f"<table><caption>{html.escape(caption)}</caption><thead><tr><th>method</th>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def _reference(values: dict[str, Any], reference: float | str) -> float | None:
+    if isinstance(reference, str):
+        return (values.get(reference) or {}).get("mean")
+    return float(reference)
+
+
+def _marker(direction: bool | None, reference: float | str | None) -> str:
+    if direction is not None:
+        return " ↑" if direction else " ↓"
+    return f" (best near {reference})" if reference is not None else ""
 
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
