@@ -31,6 +31,13 @@ def test_fit_then_predict_writes_a_flagged_completed_table(tmp_path):
     # the input is never overwritten
     result = runner.invoke(app, ["impute", "predict", "--model", str(model), "--data", str(table), "--out", str(table)])
     assert result.exit_code == 2 and "is the input table" in result.output
+    # a table without a feature the model was fitted on: the error names the file and the column
+    other = tmp_path / "without_f3.csv"
+    cohort(n=120, paired=60).drop(columns=["f3"]).to_csv(other, index=False)
+    result = runner.invoke(app, ["impute", "predict", "--model", str(model), "--data", str(other), "--out",
+                                 str(tmp_path / "x.csv")])
+    assert result.exit_code == 2 and f"{other}: feature column 'f3'" in result.output
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path):

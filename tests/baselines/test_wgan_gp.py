@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from neurodiff.base import NotFittedError
-from neurodiff.baselines.wgan_gp import ConditionalWGANGP, gradient_penalty, mean_feature_pearson
+from neurodiff.baselines.wgan_gp import ConditionalWGANGP, gradient_penalty
+from neurodiff.evaluation.imputation import pearson_feature
 from neurodiff.nets.gan import ConditionalCritic, ConditionalGenerator
 
 TINY = dict(noise_dim=8, cond_emb_dim=16, generator_hidden=(32, 32), critic_hidden=(32, 32), progress=False)
@@ -55,7 +56,7 @@ def test_learns_a_simple_conditional_problem():
     predicted = model.predict(cond)
     assert predicted.shape == x2.shape
     assert np.abs(predicted).max() <= 1.0
-    assert mean_feature_pearson(x2, predicted) > 0.5
+    assert pearson_feature(x2, predicted) > 0.5
     history = model.history_
     assert len(history["critic_loss"]) == len(history["wasserstein"]) == 40
     assert history["critic_steps"] == 40 * 16 and history["generator_steps"] == 40 * 16 // 5
@@ -99,7 +100,7 @@ def test_validation_keeps_the_best_generator():
         assert len(scores) - 1 - model.history_["best_epoch"] == 2
     # the kept generator is the best one: its validation sample scores the best score again
     regenerated = model.predict(cond_val, seed=model.seed + 1)
-    assert mean_feature_pearson(x2_val, regenerated) == pytest.approx(max(scores))
+    assert pearson_feature(x2_val, regenerated) == pytest.approx(max(scores))
 
 
 def test_bad_input_is_named():

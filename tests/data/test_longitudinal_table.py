@@ -99,3 +99,16 @@ def test_keep_integer_columns_only_where_nothing_is_lost():
     assert kept["visit"].dtype == np.int64 and kept["sex"].dtype == np.int64 and list(kept["sex"]) == [0, 1, 1]
     assert str(kept["count"].dtype) == "Int64" and kept["count"].isna().tolist() == [False, False, True]
     assert kept["feature"].dtype == np.float64 and kept["score"].dtype == np.float64  # fractional, or not integer
+
+
+def test_a_follow_up_row_without_any_feature_value_is_no_follow_up():
+    """A visit-2 row with every feature empty (a wide export with a row for everyone) would otherwise make
+    its subject "paired" on values the imputer invents."""
+    rows = table()
+    rows.loc[(rows["subject_id"] == "c") & (rows["visit"] == 2), ["hippocampus", "ventricles"]] = np.nan
+    with pytest.warns(IgnoredVisitsWarning, match=r"t\.csv: ignoring 1 follow-up row\(s\) \(visit 2\) with no "
+                      r"feature values \(subject 'c'\)"):
+        data = longitudinal_arrays(rows, labels=["age", "stroke"], source="t.csv")
+    assert list(data.paired) == [True, False, False]
+    rows.loc[(rows["subject_id"] == "c") & (rows["visit"] == 2), "ventricles"] = 18500.0  # one value: a follow-up
+    assert list(longitudinal_arrays(rows, labels=["age", "stroke"]).paired) == [True, False, True]

@@ -63,7 +63,7 @@ def test_pearson_subject_by_hand():
     assert pearson_subject(real, generated) == pytest.approx(-0.25)
 
 
-def test_constant_features_and_subjects_are_left_out():
+def test_constant_real_features_and_subjects_are_left_out():
     real = np.array([[1.0, 0.0, 5.0], [2.0, 1.0, 5.0], [3.0, 0.0, 5.0]])  # feature 2 constant
     generated = np.array([[1.0, 0.0, 0.1], [3.0, 1.0, 0.2], [2.0, 0.0, 0.3]])
     assert pearson_feature(real, generated) == pytest.approx(0.75)  # as without feature 2
@@ -71,6 +71,15 @@ def test_constant_features_and_subjects_are_left_out():
     real_s = np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 4.0]])
     gen_s = np.array([[1.0, 3.0, 2.0], [1.0, 2.0, 3.0]])
     assert pearson_subject(real_s, gen_s) == pytest.approx(0.5)
+
+
+def test_a_generated_constant_counts_as_no_correlation_not_as_left_out():
+    """A generator that saturates 9 of 10 features at the clamp must not score as if perfect on the tenth."""
+    real = scaled_sample(20, 10, seed=4)
+    collapsed = np.full_like(real, -1.0)
+    collapsed[:, 0] = real[:, 0]
+    assert pearson_feature(real, collapsed) == pytest.approx(0.1)
+    assert pearson_subject(real[:2], np.array([real[0], np.full(10, 0.3)])) == pytest.approx(0.5)
     with pytest.warns(RuntimeWarning, match="pearson_feature"):
         assert math.isnan(pearson_feature(np.ones((4, 3)), scaled_sample(4, 3, seed=1)))
 

@@ -72,6 +72,21 @@ def test_mismatched_features_at_predict_are_named(fitted):
         fitted.predict(cohort().drop(columns=["f3"]))
 
 
+def test_preparation_is_fitted_without_the_early_stopping_subjects():
+    """A validation subject's follow-up must not move the scaler (the public code's "scalers fitted before
+    the split"); with 40 paired subjects only 4 validate, which draws a warning."""
+    table = cohort(n=60, paired=40)
+    model = SecondGram(**TINY, max_epochs=1)
+    data = model.read(table)
+    _, val = model._split(data.paired)
+    changed = table.copy()
+    changed.loc[changed.subject_id.eq(data.subject_ids[val[0]]) & changed.visit.eq(2), "f0"] = 100.0
+    with pytest.warns(UserWarning, match="early stopping validates on 4 paired subjects"):
+        before = SecondGram(**TINY, max_epochs=1).fit(table).preparation_
+    after = SecondGram(**TINY, max_epochs=1).fit(changed).preparation_
+    np.testing.assert_array_equal(before.x_max, after.x_max)
+
+
 def test_no_paired_subjects_is_a_clear_error():
     table = cohort()
     with pytest.raises(ValueError, match="found 0"):

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from neurodiff.base import Estimator
 from neurodiff.checks import as_matrix
+from neurodiff.evaluation.imputation import pearson_feature
 from neurodiff.nets.gan import CRITIC_HIDDEN, GENERATOR_HIDDEN, ConditionalCritic, ConditionalGenerator
 from neurodiff.training import EarlyStopping, TensorData, resolve_device, seed_everything
 from neurodiff.training.data import epoch_order, iterate_batches
@@ -60,15 +61,6 @@ def gradient_penalty(
     scores = critic(mixed, cond)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
-
-
-def mean_feature_pearson(real: np.ndarray, generated: np.ndarray) -> float:
-    """Per-feature Pearson r across rows, averaged over features (a constant feature counts as r = 0)."""
-    a = real - real.mean(axis=0)
-    b = generated - generated.mean(axis=0)
-    denominator = np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))
-    r = np.divide((a * b).sum(axis=0), denominator, out=np.zeros(a.shape[1]), where=denominator > 0)
-    return float(r.mean())
 
 
 class ConditionalWGANGP(Estimator):
@@ -257,10 +249,11 @@ class ConditionalWGANGP(Estimator):
         return loss.item()
 
     def _validation_score(self, cond_val: np.ndarray, x2_val: np.ndarray) -> Callable[[nn.Module], float]:
-        """Mean per-feature Pearson r of one sample (same noise every epoch) against the real x2."""
+        """Mean per-feature Pearson r of one sample (same noise every epoch) against the real x2, as
+        SECONDGRAM's early stopping scores it (:func:`~neurodiff.evaluation.imputation.pearson_feature`)."""
 
         def score(generator: nn.Module) -> float:
-            return mean_feature_pearson(x2_val, self._generate(generator, cond_val, 1, self.seed + 1)[0])
+            return pearson_feature(x2_val, self._generate(generator, cond_val, 1, self.seed + 1)[0])
 
         return score
 

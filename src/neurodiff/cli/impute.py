@@ -30,7 +30,7 @@ def _fail(error: Exception) -> None:
 
 @contextmanager
 def _table_warnings(show: bool = True) -> Iterator[None]:
-    """Print the table reader's warnings (rows of visits other than 1 and 2, ignored) as lines on stderr."""
+    """Print the table reader's warnings (rows it does not use: other visits, empty follow-ups) as lines on stderr."""
     from neurodiff.data.longitudinal_table import IgnoredVisitsWarning
 
     caught: list[warnings.WarningMessage] = []
@@ -135,7 +135,7 @@ def predict(
         estimator = SecondGram.load(model, device=device)
         with _table_warnings():
             completed = estimator.complete(read_table(data, subject=estimator.subject), n_samples=samples,
-                                           all_subjects=all_subjects, seed=seed)
+                                           all_subjects=all_subjects, seed=seed, source=str(data))
         with atomic_path(out) as tmp:
             if out.suffix.lower() == ".csv":
                 completed.to_csv(tmp, index=False)

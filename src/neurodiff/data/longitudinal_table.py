@@ -3,8 +3,8 @@
 One row per subject and visit: a subject column, a visit column (1 = first visit, 2 = follow-up),
 covariate (label) columns named by the user and feature columns (named by the user, or all remaining
 numeric columns). Subjects with only visit 1 are the unpaired ones. Labels are read from the first
-visit. Rows of any other visit (3, 4, ...) are not used: a :class:`IgnoredVisitsWarning` says how
-many and which. Subject ids are text (a CSV's ``007`` stays ``"007"``). Every problem is an error that
+visit. Rows of any other visit (3, 4, ...) are not used, nor follow-up rows without any feature value
+(those subjects count as unpaired): a :class:`IgnoredVisitsWarning` says how many and which. Subject ids are text (a CSV's ``007`` stays ``"007"``). Every problem is an error that
 names the column, subject or file at fault.
 """
 
@@ -43,7 +43,8 @@ class LongitudinalArrays:
 
 
 class IgnoredVisitsWarning(UserWarning):
-    """A longitudinal table has rows whose visit is neither 1 nor 2; they are not used."""
+    """A longitudinal table has rows that are not used: a visit other than 1 or 2, or a follow-up row
+    without any feature value."""
 
 
 def read_table(path: str | Path, *, subject: str | None = "subject_id") -> pd.DataFrame:
@@ -165,6 +166,15 @@ def longitudinal_arrays(
     x2[position] = follow[feature_columns].to_numpy(dtype=np.float64)
     paired = np.zeros(len(ids), dtype=bool)
     paired[position] = True
+    blank = paired & np.isnan(x2).all(axis=1)
+    if blank.any():  # e.g. a wide table exported with a visit-2 row for everyone, imaging or not
+        shown = ", ".join(repr(i) for i in ids[blank][:3]) + (", ..." if blank.sum() > 3 else "")
+        warnings.warn(
+            f"{source}: ignoring {int(blank.sum())} follow-up row(s) (visit 2) with no feature values "
+            f"(subject {shown}); these subjects count as having no follow-up, so predict generates one",
+            IgnoredVisitsWarning, stacklevel=2,
+        )
+        paired &= ~blank
     return LongitudinalArrays(ids, x1, x2, first[list(labels)].to_numpy(dtype=np.float64), paired,
                               list(feature_columns), list(labels))
 

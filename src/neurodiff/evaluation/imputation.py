@@ -74,14 +74,19 @@ def _check_pair(real: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np
     return real, generated
 
 
-def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r between a[i] and b[i] for every row i; NaN where either row is constant."""
-    ac, bc = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+def _rowwise_pearson(real: np.ndarray, generated: np.ndarray) -> np.ndarray:
+    """Pearson r between real[i] and generated[i] for every row i.
+
+    NaN where the real row is constant (no method can be scored on it); 0 where only the generated row
+    is constant: the generator carries no information there (e.g. a feature it saturates at the clamp),
+    and leaving such rows out would reward the collapse.
+    """
+    ac, bc = real - real.mean(axis=1, keepdims=True), generated - generated.mean(axis=1, keepdims=True)
     denom = np.sqrt((ac**2).sum(axis=1) * (bc**2).sum(axis=1))
-    constant = (np.ptp(a, axis=1) == 0) | (np.ptp(b, axis=1) == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (ac * bc).sum(axis=1) / denom
-    r[constant] = np.nan
+    r[np.ptp(generated, axis=1) == 0] = 0.0
+    r[np.ptp(real, axis=1) == 0] = np.nan
     return np.clip(r, -1.0, 1.0)
 
 
@@ -98,8 +103,9 @@ def _mean_of_defined(values: np.ndarray, what: str) -> float:
 def pearson_feature(real: np.ndarray, generated: np.ndarray) -> float:
     """Mean over features j of r_j = corr(real[:, j], generated[:, j]) across subjects.
 
-    What SECONDGRAM's public code computes. Features constant (zero variance) in real or generated
-    have no r and are left out of the mean; NaN only when every feature is left out.
+    What SECONDGRAM's public code computes. Features constant (zero variance) in the real x2 have no r
+    and are left out of the mean (NaN only when every feature is); a feature constant only in the
+    generated x2 counts as r = 0.
     """
     real, generated = _check_pair(real, generated)
     return _mean_of_defined(_rowwise_pearson(real.T, generated.T), "pearson_feature")
@@ -108,8 +114,8 @@ def pearson_feature(real: np.ndarray, generated: np.ndarray) -> float:
 def pearson_subject(real: np.ndarray, generated: np.ndarray) -> float:
     """Mean over subjects i of r_i = corr(real[i], generated[i]) across features.
 
-    What the SECONDGRAM paper's text describes. Subjects whose row is constant in real or generated
-    are left out of the mean; NaN only when every subject is left out.
+    What the SECONDGRAM paper's text describes. Subjects whose real row is constant are left out of the
+    mean (NaN only when every subject is); a subject whose generated row is constant counts as r = 0.
     """
     real, generated = _check_pair(real, generated)
     return _mean_of_defined(_rowwise_pearson(real, generated), "pearson_subject")

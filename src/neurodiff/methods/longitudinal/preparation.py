@@ -3,7 +3,9 @@
 1. Iterative imputation of missing feature values (scikit-learn's ``IterativeImputer`` with
    a ridge regression per feature, fitted on at most 5,000 training rows of both visits). Its fitted chain of linear
    regressions is exported to plain arrays so that a saved model needs no pickle; applying the
-   arrays reproduces ``IterativeImputer.transform`` exactly (tested).
+   arrays reproduces ``IterativeImputer.transform`` exactly (tested) when it was fitted on every row.
+   Above 5,000 rows the chain is fitted on a random 5,000, but the initial fill is the mean of all
+   rows, not of those 5,000, so the result differs slightly from the subsample's IterativeImputer.
 2. Min–max scaling of each feature to [-1, 1] (training range; constant features map to -1).
 3. Scaling of labels: continuous labels standardised, binary (0/1) labels kept as they are.
 """

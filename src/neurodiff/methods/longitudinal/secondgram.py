@@ -25,6 +25,7 @@ calibrated after 5 epochs of plain updates).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # not in the paper: the calibration pass after 5 epochs of plain updates instead of at initialisation
     "secondgram_warmup_calibration": {"calibration_warmup_epochs": 5},
 }
+
+#: Fewer paired validation subjects than this draw a warning: early stopping on their Pearson r is noise.
+MIN_RELIABLE_VALIDATION = 10
 
 # The noised-self perturbation is defined on the paper schedule, whatever schedule the model uses.
 _PAPER_ALPHA_BAR = torch.cumprod(1 - linear_betas(100, 0.0015, 0.02), 0)
@@ -195,8 +199,9 @@ class SecondGram(Estimator):
             preparation: Preparation | None = None) -> SecondGram:
         """Fit preparation and diffusion model on every subject of `table` (paired and unpaired).
 
-        A `preparation` already fitted on the same training subjects may be passed (the benchmark
-        shares one between methods); otherwise it is fitted here.
+        The preparation is fitted on the training subjects, without the paired subjects held out for
+        early stopping. A `preparation` already fitted may be passed instead (the benchmark shares one
+        between methods, fitted on all its training subjects; its test subjects are never seen).
         """
         data = table if isinstance(table, LongitudinalArrays) else self.read(table)
         n_paired = int(data.paired.sum())
@@ -205,13 +210,15 @@ class SecondGram(Estimator):
                 f"SECONDGRAM needs subjects with a follow-up (visit 2) to learn from; found {n_paired} (at least 4)"
             )
         self.feature_columns_, self.label_columns_ = data.feature_columns, data.label_columns
+        train, val = self._split(data.paired)
+        # fitted without the early-stopping subjects, so that model selection sees them as new data
         self.preparation_ = preparation or Preparation.fit(
-            data.x1, data.x2, data.y, seed=self.seed, neighbours=self.imputer_neighbours, max_iter=self.imputer_max_iter
+            data.x1[train], data.x2[train], data.y[train], seed=self.seed, neighbours=self.imputer_neighbours,
+            max_iter=self.imputer_max_iter,
         )
         x1, y = self.preparation_.features(data.x1), self.preparation_.labels(data.y)
         x2 = np.full_like(x1, np.nan)
         x2[data.paired] = self.preparation_.features(data.x2[data.paired])
-        train, val = self._split(data.paired)
         self.diffusion_ = Diffusion.from_hyperparameters(self.schedule, self.timesteps, self.beta_start, self.beta_end)
         seed_everything(self.seed)
         net = MLPUNet(x1.shape[1], y.shape[1] + x1.shape[1], hidden=self.hidden,
@@ -240,6 +247,13 @@ class SecondGram(Estimator):
         rng = np.random.default_rng(self.seed)
         paired_idx = np.flatnonzero(paired)
         n_val = min(max(2, int(round(self.val_fraction * len(paired_idx)))), len(paired_idx) - 2)
+        if n_val < MIN_RELIABLE_VALIDATION:
+            warnings.warn(
+                f"early stopping validates on {n_val} paired subjects ({len(paired_idx)} paired × val_fraction "
+                f"{self.val_fraction}): a per-feature Pearson r across so few subjects is mostly noise (across 2 "
+                f"it is always ±1), so the kept epoch is close to arbitrary; give more paired subjects or a "
+                f"larger val_fraction", stacklevel=3,
+            )
         val = np.sort(rng.choice(paired_idx, n_val, replace=False))
         train = np.setdiff1d(np.arange(len(paired)), val)
         return train, val
@@ -314,17 +328,16 @@ class SecondGram(Estimator):
         return self.preparation_.inverse_features(self.generate_scaled(x1, y, n_samples=n_samples, seed=seed))
 
     def predict(self, table: pd.DataFrame | str | Path, *, n_samples: int = 1, all_subjects: bool = False,
-                seed: int | None = None) -> pd.DataFrame:
+                seed: int | None = None, source: str | None = None) -> pd.DataFrame:
         """Generated follow-up rows (visit 2) for subjects without one (or every subject).
 
         Returns a long-format frame: subject, visit = 2, the labels (from visit 1, with the table's
         dtypes), the features in original units, ``generated`` = True and, with several samples,
-        ``sample`` (0, 1, …).
+        ``sample`` (0, 1, …). `source` names a frame's file in errors (a path names itself).
         """
         self._check_fitted()
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-        source = None
         if isinstance(table, (str, Path)):
             source, table = str(table), read_table(table, subject=self.subject)
         data = self.read(table, source=source)
@@ -348,14 +361,16 @@ class SecondGram(Estimator):
         return keep_integer_columns(pd.concat(frames, ignore_index=True), table)
 
     def complete(self, table: pd.DataFrame | str | Path, *, n_samples: int = 1, all_subjects: bool = False,
-                 seed: int | None = None) -> pd.DataFrame:
+                 seed: int | None = None, source: str | None = None) -> pd.DataFrame:
         """The table with generated follow-ups appended (see :meth:`predict`), flagged ``generated``.
 
         Integer columns stay integer where the generated rows need no fraction (labels, visit, columns
         left empty: nullable ``Int64``); generated feature values make a feature column float.
         """
-        frame = read_table(table, subject=self.subject) if isinstance(table, (str, Path)) else table
-        generated = self.predict(frame, n_samples=n_samples, all_subjects=all_subjects, seed=seed)
+        if isinstance(table, (str, Path)):
+            source, table = str(table), read_table(table, subject=self.subject)
+        frame = table
+        generated = self.predict(frame, n_samples=n_samples, all_subjects=all_subjects, seed=seed, source=source)
         original = frame.copy()
         original["generated"] = False
         if generated.empty:
