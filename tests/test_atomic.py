@@ -38,3 +38,40 @@ def test_atomic_dir_all_or_nothing(tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         with atomic_dir(out):
             pass
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_atomic_dir_overwrite_swaps_in_the_new_folder_and_leaves_nothing_else(tmp_path, monkeypatch, exchange):
+    import neurodiff.atomic as atomic
+
+    if not exchange:
+        monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    elif not atomic._exchange(tmp_path, tmp_path):  # exchanging a path with itself: a no-op where supported
+        pytest.skip("no renameat2 on this system")
+    out = tmp_path / "model"
+    with atomic_dir(out) as tmp:
+        (tmp / "v").write_text("old")
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "v").write_text("new")
+    assert (out / "v").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_atomic_dir_overwrite_keeps_the_old_folder_when_the_swap_fails(tmp_path, monkeypatch):
+    import neurodiff.atomic as atomic
+
+    out = tmp_path / "model"
+    with atomic_dir(out) as tmp:
+        (tmp / "v").write_text("old")
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    real_replace = os.replace
+
+    def failing(src, dst):
+        if str(src).endswith(".partial"):
+            raise OSError("disk gone")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", failing)
+    with pytest.raises(OSError, match="disk gone"):
+        with atomic_dir(out, overwrite=True) as tmp:
+            (tmp / "v").write_text("new")
+    assert (out / "v").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -117,6 +117,11 @@ def test_corrupt_files_are_clear_errors(saved, tmp_path):
     (folder2 / "config.json").write_text("{ half a json")
     with pytest.raises(ModelFolderError, match="cannot read .*config.json"):
         FeatureDiffusion.load(folder2)
+    folder3 = _copy(saved[1], tmp_path / "c")
+    arrays = folder3 / "statistics.npz"
+    arrays.write_bytes(arrays.read_bytes()[: arrays.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(ModelFolderError, match="cannot read .*statistics.npz"):
+        FeatureDiffusion.load(folder3)
 
 
 def test_save_refuses_to_overwrite_unless_asked(saved, tmp_path):

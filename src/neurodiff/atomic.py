@@ -7,6 +7,8 @@ atomic on POSIX file systems. Folders are assembled in a temporary sibling and r
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -84,13 +86,44 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
+        if path.exists():
+            _swap_in(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the new folder on error, the old one after a swap
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Put the folder `new` at `path`, which holds an old folder; the old one ends up at `new`.
+
+    On Linux one atomic exchange (renameat2 RENAME_EXCHANGE): at every moment `path` holds the old
+    or the new folder. Elsewhere two renames, undone if the second fails; a crash between them
+    leaves the old folder beside `path` under a name ending in ``.old``.
+    """
+    if _exchange(new, path):
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, old)  # onto the empty folder mkdtemp made: a name no other save uses
+    try:
+        os.replace(new, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.replace(old, path)
         raise
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+    os.replace(old, new)  # so that the caller's clean-up removes it
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths with Linux's renameat2; False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # a file system or kernel without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))

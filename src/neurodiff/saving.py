@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import re
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,7 +129,7 @@ def read_model_folder(directory: str | Path, expected_class: str | None = None) 
         try:
             with np.load(directory / ARRAYS, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # truncated or corrupt
             raise ModelFolderError(f"cannot read {directory / ARRAYS}: {error}") from error
     return ModelFolder(directory, config, _read_json(directory / STATISTICS), arrays, tensors)
 

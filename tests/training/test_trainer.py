@@ -178,6 +178,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     assert resumed.history["resumed_at_step"] == 12
     assert torch.equal(weights(resumed.model), weights(full.model))
     assert resumed.history["loss"] == full.history["loss"]
+    assert resumed.history["epoch_loss"] == full.history["epoch_loss"]  # epoch 2 began before the interruption
 
 
 def test_a_finished_run_continues_when_given_more_steps(tmp_path):
@@ -292,3 +293,35 @@ def test_map_style_datasets_are_batched_in_seeded_order():
     assert [len(b) for b in seen] == [4, 4, 2]
     assert sorted(v for b in seen for v in b) == pytest.approx([i / 10 for i in range(10)])
     assert nn.Module  # keep import used
+
+
+class _WithDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net, self.drop = make_net(), nn.Dropout(0.5)
+
+    def forward(self, x, t, cond=None):
+        return self.net(self.drop(x), t, cond)
+
+
+def test_a_torch_dataset_with_dropout_resumes_to_the_same_weights(tmp_path):
+    """The DataLoader of a torch Dataset must not draw from the global generator that dropout uses: a
+    resumed run starts one more epoch iterator than an unbroken one."""
+    settings = dict(max_epochs=4, batch_size=4, lr=3e-3, seed=2, progress=False)
+    torch.manual_seed(0)
+    full = Trainer(**settings).fit(_WithDropout(), diffusion_loss, _Squares())
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_5(pos, loss):
+        if pos.step == 5:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        Trainer(**settings, checkpoint_dir=tmp_path, checkpoint_every=4, on_step=stop_at_5).fit(
+            _WithDropout(), diffusion_loss, _Squares())
+    resumed = Trainer(**settings, checkpoint_dir=tmp_path).fit(_WithDropout(), diffusion_loss, _Squares())
+    assert resumed.history["resumed_at_step"] == 4  # mid-epoch (3 batches per epoch)
+    assert resumed.history["loss"] == full.history["loss"]
+    assert torch.equal(weights(resumed.model), weights(full.model))

@@ -231,12 +231,10 @@ class Trainer:
         try:
             while not pos.done:
                 order = epoch_order(n, self.seed, pos.epoch)
-                epoch_losses: list[float] = []
                 for batch, n_batch in iterate_batches(data, order, self.batch_size, pos.batch, self.num_workers,
                                                       group=group, with_sizes=True):
                     loss = self._step(replica, model, opt, scaler, ema, loss_fn, to_device(batch, device), n_batch,
                                       generator, history)
-                    epoch_losses.append(loss)
                     pos.step += 1
                     pos.batch += 1
                     if self._calibration_due(pos):
@@ -246,7 +244,9 @@ class Trainer:
                     epoch_end = pos.batch == per_epoch
                     if epoch_end:
                         pos.epoch, pos.batch = pos.epoch + 1, 0
-                        history["epoch_loss"].append(sum(epoch_losses) / len(epoch_losses))
+                        # from the history, which a resumed run restores: the epoch's steps before
+                        # the interruption count too
+                        history["epoch_loss"].append(sum(history["loss"][-per_epoch:]) / per_epoch)
                     due = epoch_end if self.validate_every is None else pos.step % self.validate_every == 0
                     stop = self._validate(eval_model, pos, history) if due and self.early_stopping else False
                     pos.done = stop or pos.step >= total
