@@ -5,9 +5,11 @@ tests/test_cli_preprocess.py.
 """
 
 import gzip
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 
@@ -297,3 +299,70 @@ def test_hdbet_missing_is_refused_before_any_subject(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="--skull-strip template"):
         batch.preprocess_manifest(tmp_path / "m.csv", tmp_path / "out", PreprocessConfig(skull_strip="hd-bet"))
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- a manifest of subjects (steps faked)
+
+
+def _fake_process(key, subject, path, out, config):
+    """A stand-in for one subject's preprocessing that writes only its record, and kills its own process
+    for a subject named "crash", as the out-of-memory killer would (module level: workers unpickle it)."""
+    import os
+    import signal
+
+    from neurodiff.atomic import atomic_dir, write_json
+    from neurodiff.data.preprocess.batch import SubjectOutcome
+    from neurodiff.data.preprocess.pipeline import file_sha256
+
+    if subject == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    with atomic_dir(Path(out) / key, overwrite=True) as folder:
+        write_json(folder / "preprocess.json", {"source_sha256": file_sha256(path), "settings": config.to_dict(),
+                                                "slices": ["slice.nii.gz"], "slice_z_mm": [22.0]})
+    return SubjectOutcome(key, subject, "done")
+
+
+def _fake_subjects(tmp_path, monkeypatch, names, sessions=None):
+    """A manifest of tiny files (one per row), processed by :func:`_fake_process`."""
+    from neurodiff.data.preprocess import batch
+
+    monkeypatch.setattr(batch, "_process_subject", _fake_process)  # forked workers inherit it
+    folder = tmp_path / "in"
+    folder.mkdir()
+    files = [f"{name}{i}.nii.gz" for i, name in enumerate(names)]
+    for file in files:
+        (folder / file).write_bytes(file.encode())
+    frame = pd.DataFrame({"subject_id": names, "path": files})
+    if sessions is not None:
+        frame["session"] = sessions
+    frame.to_csv(folder / "manifest.csv", index=False)
+    return batch, folder / "manifest.csv"
+
+
+def test_overwrite_redoes_only_folders_from_another_file_or_other_settings(tmp_path, monkeypatch):
+    batch, manifest = _fake_subjects(tmp_path, monkeypatch, ["a", "b", "c"])
+    out = tmp_path / "out"
+    batch.preprocess_manifest(manifest, out, PreprocessConfig(), progress=False)
+    (manifest.parent / "b1.nii.gz").write_bytes(b"b, rescanned")
+    summary = batch.preprocess_manifest(manifest, out, PreprocessConfig(), overwrite=True, progress=False)
+    assert [(o.key, o.status) for o in summary.outcomes] == [("a", "skipped"), ("b", "done"), ("c", "skipped")]
+
+
+def test_a_session_that_cannot_name_a_folder_fails_alone(tmp_path, monkeypatch):
+    batch, manifest = _fake_subjects(tmp_path, monkeypatch, ["a", "a"], sessions=["01", "../../escaped"])
+    summary = batch.preprocess_manifest(manifest, tmp_path / "out", PreprocessConfig(), progress=False)
+    assert [(o.key, o.status) for o in summary.outcomes] == [("a_ses-01", "done"), ("a_ses-../../escaped", "failed")]
+    assert "session '../../escaped' cannot name a folder" in summary.outcomes[1].message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_a_worker_that_dies_fails_only_its_own_subject(tmp_path, monkeypatch):
+    """A killed worker breaks the whole process pool; the other subjects are still done and both
+    manifests are written."""
+    batch, manifest = _fake_subjects(tmp_path, monkeypatch, ["a", "crash", "c", "d"])
+    out = tmp_path / "out"
+    summary = batch.preprocess_manifest(manifest, out, PreprocessConfig(), jobs=2, progress=False)
+    assert [(o.key, o.status) for o in summary.outcomes] == [("a", "done"), ("crash", "failed"), ("c", "done"),
+                                                             ("d", "done")]
+    assert "the process preprocessing it died" in summary.outcomes[1].message
+    assert sorted(p.name for p in out.iterdir()) == ["a", "c", "d", "failures.csv", "manifest.csv"]

@@ -19,7 +19,9 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +114,12 @@ def _row_problem(row: pd.Series, manifest_dir: Path) -> str | None:
     if not _SAFE_ID.match(subject) or ".." in subject:
         return (f"subject_id {subject!r} cannot name a folder: use letters, digits, '.', '_' and '-' only, "
                 "starting with a letter or digit")
+    session = row.get("session")
+    if session is not None and not pd.isna(session) and str(session).strip():
+        session = str(session).strip()
+        if not _SAFE_ID.match(session) or ".." in session:  # it names the folder too: <subject>_ses-<session>
+            return (f"session {session!r} cannot name a folder: use letters, digits, '.', '_' and '-' only, "
+                    "starting with a letter or digit")
     value = str(row["path"]).strip()
     given = Path(value).expanduser()
     if not given.is_absolute():
@@ -199,14 +207,7 @@ def preprocess_manifest(
             for key, subject, path in todo:
                 record(_process_subject(key, subject, path, str(out), config))
         else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(threads,)) as pool:
-                pending = {pool.submit(_process_subject, key, subject, path, str(out), config)
-                           for key, subject, path in todo}
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        record(future.result())
+            _in_processes(todo, jobs, out, config, record)
     finally:
         bar.close()
 
@@ -224,6 +225,38 @@ def preprocess_manifest(
                              warnings=warnings)
 
 
+def _in_processes(todo: list[tuple[str, str, str]], jobs: int, out: Path, config: PreprocessConfig,
+                  record: Callable[[SubjectOutcome], None]) -> None:
+    """Process the subjects in `jobs` worker processes.
+
+    A worker that dies (killed, e.g. out of memory, or a crash in native code) takes the pool down with
+    every subject not yet finished. Those are redone one per fresh process, so only a subject that
+    kills its own process fails, with a message that says so.
+    """
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    interrupted: list[tuple[str, str, str]] = []
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(_process_subject, key, subject, path, str(out), config): (key, subject, path)
+                   for key, subject, path in todo}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    record(future.result())
+                except BrokenProcessPool:
+                    interrupted.append(futures[future])
+    _remove_partial_folders(out, [key for key, _, _ in interrupted])
+    for key, subject, path in interrupted:
+        with ProcessPoolExecutor(max_workers=1, initializer=_init_worker, initargs=(os.cpu_count() or 1,)) as solo:
+            try:
+                record(solo.submit(_process_subject, key, subject, path, str(out), config).result())
+            except BrokenProcessPool:
+                record(SubjectOutcome(key, subject, "failed", f"{path}: the process preprocessing it died (killed, "
+                                      "e.g. out of memory: a 256³ head needs about 3 GB; or a crash in native code)"))
+        _remove_partial_folders(out, [key])
+
+
 def _remove_partial_folders(out: Path, keys) -> None:
     """Remove the temporary folders a killed run left for these subjects (complete ones are renamed)."""
     for key in keys:
@@ -232,20 +265,21 @@ def _remove_partial_folders(out: Path, keys) -> None:
 
 
 def _existing(folder: Path, source: str, config: PreprocessConfig, overwrite: bool) -> tuple[str | None, bool]:
-    """(problem, skip) for a subject whose output folder exists already."""
-    if overwrite:
-        return None, False
+    """(problem, skip) for a subject whose output folder exists already: a result from the same file
+    and settings is skipped, also with `overwrite`, which redoes only the other folders."""
     record = read_record(folder)
     if record is None:
-        return (f"{folder} exists but holds no preprocessing result (no readable preprocess.json); remove it "
-                "or pass --overwrite"), False
-    if not settings_match(record, config):
-        return (f"{folder} holds a result made with other settings; pass --overwrite to redo it, or choose "
-                "another --out"), False
-    if record.get("source_sha256") != file_sha256(source):
-        return (f"{folder} holds a result made from another file than {source} (or the file changed since); "
-                "pass --overwrite to redo it"), False
-    return None, True
+        problem = (f"{folder} exists but holds no preprocessing result (no readable preprocess.json); remove it "
+                   "or pass --overwrite")
+    elif not settings_match(record, config):
+        problem = (f"{folder} holds a result made with other settings; pass --overwrite to redo it, or choose "
+                   "another --out")
+    elif record.get("source_sha256") != file_sha256(source):
+        problem = (f"{folder} holds a result made from another file than {source} (or the file changed since); "
+                   "pass --overwrite to redo it")
+    else:
+        return None, True
+    return (None if overwrite else problem), False
 
 
 def _init_worker(threads: int) -> None:
