@@ -115,6 +115,17 @@ def test_missing_value_names_column_row_and_subject(cohort):
         read_manifest(manifest)
 
 
+def test_a_subject_or_site_called_na_is_a_name_not_a_missing_value(cohort):
+    manifest, frame = cohort
+    _write(manifest, frame.assign(subject_id=["NA", "null", "003"], site=["NA", "None", "1"]))
+    read = read_manifest(manifest)
+    assert read["subject_id"].tolist() == ["NA", "null", "003"] and read["site"].tolist() == ["NA", "None", "1"]
+    frame.loc[1, "site"] = None  # an empty cell is still missing
+    _write(manifest, frame)
+    with pytest.raises(ManifestError, match=r"column 'site' has no value in row 3"):
+        read_manifest(manifest)
+
+
 def test_non_numeric_age(cohort):
     manifest, frame = cohort
     frame["age"] = frame["age"].astype(object)

@@ -157,6 +157,8 @@ def test_table_round_trip(tmp_path, suffix):
     truth = json.loads(truth_path(path).read_text())
     assert truth["config"]["n_paired"] == SMALL.n_paired and len(truth["features"]) == SMALL.n_features
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, truth_path(path).name])
+    write_table(frame.head(10), path)  # rewritten without a truth: the old sidecar goes
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 @pytest.mark.parametrize(

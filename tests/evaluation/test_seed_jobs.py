@@ -116,7 +116,10 @@ def test_submitit_debug_and_local_executors_give_the_same_results(tmp_path):
     assert map_seeds(square, [2, 0, 1], jobs=2, launcher="debug", folder=tmp_path / "debug", log=print) == expected
     lines = []
     options = SeedJobs(jobs=2, launcher="submitit-local", folder=tmp_path / "local")
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "99_0_log.err").write_text("a failed earlier run")  # not this run's: not kept
     assert options.map(square, [2, 0, 1], log=lines.append) == expected
+    assert (tmp_path / "local.previous" / "99_0_log.err").exists()
     assert "[seed 0] squaring 0" in lines  # relayed from the job's log while it ran
     kept = keep_job_logs(options, tmp_path / "out" / "job-logs")
     assert {p.suffix for p in kept} == {".out", ".err"} and len(kept) == 6 and not (tmp_path / "local").exists()

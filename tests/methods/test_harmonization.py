@@ -1,5 +1,7 @@
 """DDAE on the tiny synthetic cohort (two sites, travellers imaged at both)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,15 @@ def test_site_labels_with_spaces_or_numbers_are_the_categories_the_encoding_sees
     expected = ["site0", "site1"] if isinstance(relabel("site0"), str) else ["1", "2"]
     assert model.sites == expected
     assert np.isfinite(model.history_["metrics"]["site_loss"]).all()
+
+
+def test_an_image_outside_0_1_is_named_by_its_file(tiny_image_cohort):
+    _, frame, images = tiny_image_cohort
+    bad = images.copy()
+    bad[3] += 1.5
+    name = f"image {frame['resolved_path'].iloc[3]} (subject {frame['subject_id'].iloc[3]}) has"
+    with pytest.raises(ValueError, match=re.escape(name) + r".*\(1 of \d+ images outside\)"):
+        DisentangledDiffAE(**TINY, max_steps=1).fit(frame, bad)
 
 
 def test_missing_covariate_column(tiny_image_cohort):

@@ -29,6 +29,9 @@ REQUIRED_COLUMNS = ("subject_id", "path", "age", "sex", "site")
 #: Columns read as text whatever they look like (a site called "1" stays "1"; ids and sessions keep
 #: leading zeros: session 01 names the folder sub-1_ses-01).
 _TEXT_COLUMNS = ("subject_id", "site", "path", "volume_path", "session")
+#: What pandas reads as missing by default (its documented ``na_values``), kept for the other columns.
+_PANDAS_NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 
 
 class ManifestError(ValueError):
@@ -112,7 +115,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         header = pd.read_csv(path, nrows=0)
         text = {column: str for column in _TEXT_COLUMNS if column in header.columns}
-        return pd.read_csv(path, dtype=text)
+        # in the text columns only an empty cell is missing: a site or subject called "NA" or "null" is a name
+        missing = {column: [""] if column in text else list(_PANDAS_NA_VALUES) for column in header.columns}
+        return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=missing)
     except pd.errors.EmptyDataError as error:
         raise ManifestError(f"manifest {path} is empty (not even a header line)") from error
     except (pd.errors.ParserError, UnicodeDecodeError) as error:

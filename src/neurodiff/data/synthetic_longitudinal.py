@@ -531,6 +531,8 @@ def write_table(frame: pd.DataFrame, path: str | Path, truth: Mapping[str, Any] 
             with atomic_path(truth_path(path)) as tmp_truth:
                 tmp_truth.write_text(json.dumps(truth, indent=1, default=_to_json) + "\n")
                 _readable(tmp_truth)
+        else:  # an earlier table's ground truth must not stay beside this one
+            truth_path(path).unlink(missing_ok=True)
     return path
 
 

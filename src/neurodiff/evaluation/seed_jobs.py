@@ -294,6 +294,11 @@ def _map_submitit(fn: SeedFunction, seeds: list[int], jobs: int, options: SeedJo
     folder = Path(options.folder)
     slurm = options.slurm
     threads: int | None = {"slurm": slurm.cpus_per_task, "local": threads_per_job(len(seeds))}.get(cluster)
+    if folder.is_dir() and any(folder.iterdir()):  # a failed run's files: kept apart, not mixed with these
+        previous = folder.with_name(folder.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        folder.rename(previous)
+        log(f"Moved the job files of an earlier run from {folder} to {previous}")
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
         if cluster == "slurm":

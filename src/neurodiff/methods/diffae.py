@@ -175,7 +175,8 @@ class DiffusionAutoencoder(Estimator):
         images, _ = load_images(frame, progress=self.progress)
         return frame, images
 
-    def _check_images(self, images: Any, *, fitted: bool = True) -> torch.Tensor:
+    def _check_images(self, images: Any, *, fitted: bool = True, frame: pd.DataFrame | None = None) -> torch.Tensor:
+        """`images` as a float tensor, checked; `frame` (the images' manifest rows) names a bad image's file."""
         x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images, dtype=torch.float32)
         if x.ndim not in (4, 5) or x.shape[1] != 1:
             raise ValueError(f"images must be shaped (N, 1, H, W) or (N, 1, D, H, W), got {tuple(x.shape)}")
@@ -183,10 +184,13 @@ class DiffusionAutoencoder(Estimator):
             raise ValueError(f"images are {tuple(x.shape[1:])}, the model was trained on {tuple(self.image_shape_)}")
         if not torch.isfinite(x).all():
             raise ValueError("images contain NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise ValueError(f"image intensities must lie in [0, 1] (found {lo:.3g} to {hi:.3g}); "
-                             "normalise them first (neurodiff preprocess does)")
+        lo, hi = x.flatten(1).min(dim=1).values, x.flatten(1).max(dim=1).values
+        outside = torch.nonzero((lo < -1e-3) | (hi > 1 + 1e-3)).flatten()
+        if len(outside):
+            i = int(outside[0])
+            raise ValueError(f"image intensities must lie in [0, 1]: {_image_name(frame, i)} has {float(lo[i]):.3g} "
+                             f"to {float(hi[i]):.3g} ({len(outside)} of {len(x)} images outside); normalise them "
+                             "first (neurodiff preprocess does)")
         return x
 
     def _covariates(self, frame: pd.DataFrame | None, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -210,7 +214,7 @@ class DiffusionAutoencoder(Estimator):
             frame, images = self._read(manifest)
         else:
             frame = manifest
-        x = self._check_images(images, fitted=False)
+        x = self._check_images(images, fitted=False, frame=frame)
         if len(x) < 2:
             raise ValueError(f"need at least two images to train on, got {len(x)}")
         self.image_shape_ = tuple(x.shape[1:])
@@ -297,7 +301,7 @@ class DiffusionAutoencoder(Estimator):
     def encode(self, images: Any, covariates: pd.DataFrame | None = None) -> np.ndarray:
         """Semantic latents (N, latent size) of images in [0, 1]."""
         self._check_fitted()
-        x = self._check_images(images)
+        x = self._check_images(images, frame=covariates)
         enc_cov, lat_cov = self._covariates(covariates, len(x))
         return self._batched(lambda s, d: self.net_.latent(x[s].to(d) * 2 - 1, _at(enc_cov, s, d), _at(lat_cov, s, d)),
                              len(x))
@@ -379,6 +383,16 @@ def _fit_encoding(frame: pd.DataFrame, columns: Sequence[str]) -> CovariateEncod
         else:
             categorical.append(name)
     return CovariateEncoding.fit(frame, continuous=continuous, binary=binary, categorical=categorical)
+
+
+def _image_name(frame: pd.DataFrame | None, i: int) -> str:
+    """Image `i` named by its file when its manifest rows are known, else by its position."""
+    if isinstance(frame, pd.DataFrame) and len(frame) > i:
+        for column in ("resolved_path", "path"):
+            if column in frame.columns:
+                subject = f" (subject {frame['subject_id'].iloc[i]})" if "subject_id" in frame.columns else ""
+                return f"image {frame[column].iloc[i]}{subject}"
+    return f"image {i} (counting from 0)"
 
 
 def _encoding_from(data: dict | None) -> CovariateEncoding | None:
