@@ -279,6 +279,7 @@ def test_cli_writes_a_small_cohort(tmp_path):
         ({"n_patients": -1}, "n_patients=-1"),
         ({"n_controls": 2.5}, "n_controls=2.5"),
         ({"age_range": (90.0, 20.0)}, "age_range"),
+        ({"age_range": (18.0, 30.0)}, "leaves no age for the patients"),
     ],
 )
 def test_bad_config_raises_naming_the_value_and_writes_nothing(tmp_path, change, named):

@@ -408,7 +408,11 @@ def _simulate_chunk(rng: np.random.Generator, s: dict[str, np.ndarray], idx: np.
 def generate_longitudinal(config: LongitudinalConfig | None = None, *, progress: bool = False,
                           chunk_size: int = 2048) -> pd.DataFrame:
     """Draw the long-format table: visit-1 rows for every subject, visit-2 rows for the paired ones,
-    sorted by subject then visit. `progress` shows a bar on stderr."""
+    sorted by subject then visit. `progress` shows a bar on stderr.
+
+    Each chunk of `chunk_size` subjects draws its features from its own random stream, so the table is
+    a function of the seed *and* `chunk_size`: keep the default (2,048, what the CLI uses) to get the
+    documented tables."""
     config = (config or LongitudinalConfig()).validate()
     s, paired = _subjects_and_pairs(config)
     m, cols = _model(), _selected(config.n_features)

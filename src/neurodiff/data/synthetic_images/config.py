@@ -22,6 +22,10 @@ MAX_VOLUME_SIZE = 256
 MAX_SITES = 64
 
 
+#: The youngest age a synthetic patient is drawn at (the disease's onset is adult).
+PATIENT_MIN_AGE = 35.0
+
+
 @dataclass(frozen=True)
 class AnatomyEffects:
     """Between-subject anatomy: head size by sex and a random smooth deformation.
@@ -199,6 +203,9 @@ class ImageCohortConfig:
         lo, hi = self.age_range
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 120):
             raise ValueError(f"age_range={self.age_range!r} is not an interval within [0, 120]")
+        if self.n_patients and hi <= PATIENT_MIN_AGE:
+            raise ValueError(f"age_range={self.age_range!r} leaves no age for the patients, who are at least "
+                             f"{PATIENT_MIN_AGE:g}: raise its top above {PATIENT_MIN_AGE:g} or set n_patients=0")
         if not 10.0 <= self.fov_mm <= 400.0:
             raise ValueError(f"fov_mm={self.fov_mm!r} is outside [10, 400] mm")
         if not -60.0 <= self.slice_z_mm <= 80.0:

@@ -11,7 +11,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from neurodiff.data.synthetic_images.config import ImageCohortConfig, SurvivalModel
+from neurodiff.data.synthetic_images.config import (
+    PATIENT_MIN_AGE,
+    ImageCohortConfig,
+    SurvivalModel,
+)
 from neurodiff.data.synthetic_images.sites import SiteProfile
 
 #: Columns of the plan, in order (the renderer's input; the manifest is built from it).
@@ -117,7 +121,7 @@ def _patients(config, sites, rng, lo, hi) -> pd.DataFrame:
     n, disease = config.n_patients, config.disease
     counts = _allocate(n, np.array([s.control_share for s in sites]))
     site_names = np.repeat([s.name for s in sites], counts)
-    ages = _truncated_normal(disease.patient_age_mean, disease.patient_age_sd, max(lo, 35.0), hi, n, rng)
+    ages = _truncated_normal(disease.patient_age_mean, disease.patient_age_sd, max(lo, PATIENT_MIN_AGE), hi, n, rng)
     sexes = np.where(rng.random(n) < disease.patient_female_fraction, "F", "M")
     severity = rng.beta(*disease.severity_beta, size=n)
     time, event = sample_survival_times(severity, rng, config.survival)
