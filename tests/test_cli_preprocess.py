@@ -113,6 +113,10 @@ def test_outputs_follow_the_layout_and_feed_the_image_cohort_contract(processed)
     assert data.min() == 0.0 and data.max() == 1.0
     slice_image = nib.load(out / "S1" / "slice.nii.gz")
     assert slice_image.shape == (128, 128, 1) and np.allclose(slice_image.affine, slice_affine(22.0))
+    native = nib.load(out / "S1" / "native_brain_mask.nii.gz")
+    for image, space in ((brain, 4), (slice_image, 4), (native, 1)):  # MNI152 / scanner, in mm, as tools read it
+        assert int(image.header["sform_code"]) == int(image.header["qform_code"]) == space
+        assert image.header.get_xyzt_units()[0] == "mm"
     record = json.loads((out / "S1" / "preprocess.json").read_text())
     assert 1100 < record["brain_volume_ml"] < 1700 and record["settings"]["skull_strip"] == "template"
     assert (out / "S1" / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -265,6 +265,36 @@ def test_config_is_checked_and_round_trips():
         PreprocessConfig.from_dict({"sliecs": 2})
 
 
+@pytest.mark.parametrize("writes", ["brain_bet.nii.gz", "nothing"])
+def test_hdbet_backend_reads_the_mask_hdbet_2_writes(tmp_path, monkeypatch, writes):
+    """A stand-in for HD-BET 2's command line: with --save_bet_mask it writes <output>_bet.nii.gz."""
+    import sys
+
+    from neurodiff.data.preprocess import skull_strip
+
+    script = tmp_path / "hd-bet"
+    script.write_text(f"""#!{sys.executable}
+import sys, nibabel as nib, numpy as np
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+assert "--save_bet_mask" in sys.argv
+image = nib.load(args["-i"])
+if {writes!r} != "nothing":
+    mask = (np.asarray(image.dataobj) > 0.5).astype(np.uint8)
+    nib.save(nib.Nifti1Image(mask, image.affine), args["-o"].replace(".nii.gz", "_bet.nii.gz"))
+""")
+    script.chmod(0o755)
+    monkeypatch.setattr(skull_strip.shutil, "which", lambda name: str(script))
+    data = np.zeros((6, 6, 6), np.float32)
+    data[1:4, 2:5, 1:5] = 1.0
+    image = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    if writes == "nothing":
+        with pytest.raises(PreprocessError, match="hd-bet finished but wrote no brain mask"):
+            skull_strip.hdbet_brain_mask(image)
+        return
+    mask = skull_strip.hdbet_brain_mask(image)
+    assert np.array_equal(np.asarray(mask.dataobj), data > 0.5) and np.allclose(mask.affine, image.affine)
+
+
 def test_hdbet_backend_says_what_to_do_when_it_is_missing(monkeypatch):
     from neurodiff.data.preprocess import skull_strip
 

@@ -236,11 +236,11 @@ def write_scan(scan: PreprocessedScan, folder: str | Path, config: PreprocessCon
     temporary folder that the caller renames into place)."""
     folder = Path(folder)
     start = time.perf_counter()
-    _save(scan.brain, folder / "brain.nii.gz")
-    _save(scan.brain_mask, folder / "brain_mask.nii.gz")
-    _save(scan.native_mask_on_input_grid(), folder / "native_brain_mask.nii.gz")
+    _save(scan.brain, folder / "brain.nii.gz", space="mni")
+    _save(scan.brain_mask, folder / "brain_mask.nii.gz", space="mni")
+    _save(scan.native_mask_on_input_grid(), folder / "native_brain_mask.nii.gz", space="scanner")
     for name, image in zip(config.slice_names(), scan.slices):
-        _save(image, folder / name)
+        _save(image, folder / name, space="mni")
     scan.registration.save(folder / "template_to_native.tfm", folder / "native_to_template.txt")
     if config.qc:
         template = template or load_template()
@@ -264,12 +264,15 @@ def write_scan(scan: PreprocessedScan, folder: str | Path, config: PreprocessCon
     })
 
 
-def _save(image: nib.Nifti1Image, path: Path) -> None:
+def _save(image: nib.Nifti1Image, path: Path, *, space: str) -> None:
+    """Write atomically, with the space named in the header ("mni" for template-space files, "scanner"
+    for native ones, as other tools read it) and millimetre units."""
     data = np.asarray(image.dataobj)
     kind = np.uint8 if data.dtype in (np.uint8, np.bool_) else np.float32
     out = nib.Nifti1Image(data.astype(kind), image.affine)
-    out.set_qform(image.affine, code=1)
-    out.set_sform(image.affine, code=1)
+    out.header.set_xyzt_units("mm")
+    out.set_qform(image.affine, code=space)
+    out.set_sform(image.affine, code=space)
     payload = out.to_bytes()
     write_bytes(path, payload if path.suffix == ".nii" else gzip.compress(payload, compresslevel=6, mtime=0))
 

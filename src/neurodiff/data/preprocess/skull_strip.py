@@ -74,7 +74,9 @@ def refine_brain_mask(data: np.ndarray, carried: np.ndarray, spacing: np.ndarray
         return carried.copy()
     low, high = _tissue_range(sub[core])
     refined = core | (outer & (sub >= low) & (sub <= high))
-    refined = ndimage.binary_opening(refined, _ellipsoid(spacing.max(), spacing))
+    # a 1-voxel opening (face neighbours), also on anisotropic voxels, where a ball of the largest spacing
+    # would span several voxels in-plane
+    refined = ndimage.binary_opening(refined, ndimage.generate_binary_structure(3, 1))
     labels, count = ndimage.label(refined)
     if count > 1:
         sizes = np.bincount(labels.ravel())
@@ -140,13 +142,19 @@ def hdbet_brain_mask(image: nib.Nifti1Image, *, device: str = "cpu") -> nib.Nift
         nib.save(image, source)
         args = [command, "-i", str(source), "-o", str(target), "-device", device, "--save_bet_mask"]
         run = subprocess.run(args, capture_output=True, text=True)
-        masks = sorted(Path(folder).glob("*mask*.nii*"))
-        if run.returncode != 0 or not masks:
+        # HD-BET 2 writes the mask as <output>_bet.nii.gz; version 1 named it <output>_mask.nii.gz
+        masks = [p for p in (Path(folder) / "brain_bet.nii.gz", Path(folder) / "brain_mask.nii.gz") if p.is_file()]
+        if run.returncode != 0:
             tail = (run.stderr or run.stdout or "").strip().splitlines()[-5:]
             raise PreprocessError(
-                f"hd-bet failed (exit {run.returncode}): {' | '.join(tail) or 'no mask written'}. If its weights "
-                "are missing, run hd-bet once where it can download them, or use --skull-strip template"
+                f"hd-bet failed (exit {run.returncode}): {' | '.join(tail) or 'no message'}. If its weights "
+                "are missing, run hd-bet once where it can download them; HD-BET 2 is needed (it has "
+                "--save_bet_mask); or use --skull-strip template"
             )
+        if not masks:
+            written = ", ".join(sorted(p.name for p in Path(folder).iterdir()))
+            raise PreprocessError(f"hd-bet finished but wrote no brain mask (it wrote: {written}); expected "
+                                  "brain_bet.nii.gz as HD-BET 2 writes it. Use --skull-strip template")
         mask = nib.load(masks[0])
         data = np.asarray(mask.dataobj) > 0
     return nib.Nifti1Image(data.astype(np.uint8), image.affine)
