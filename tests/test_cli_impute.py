@@ -74,6 +74,7 @@ def test_own_column_names_ids_and_integer_columns_round_trip(tmp_path):
     assert result.exit_code == 0, result.output
     assert "warning: " in result.output and "ignoring 2 row(s) whose visit ('session') is neither 1 nor 2 (visit 3)" \
         in result.output
+    assert "neurodiff impute: warning: early stopping validates on 3 paired subjects" in result.output  # 30 paired
     result = runner.invoke(app, ["impute", "predict", "--model", str(model), "--data", str(table), "--out", str(out),
                                  "--device", "cpu", "--samples", "2"])
     assert result.exit_code == 0, result.output

@@ -30,17 +30,21 @@ def _fail(error: Exception) -> None:
 
 @contextmanager
 def _table_warnings(show: bool = True) -> Iterator[None]:
-    """Print the table reader's warnings (rows it does not use: other visits, empty follow-ups) as lines on stderr."""
+    """Print the warnings meant for the user as lines on stderr: rows the table reader does not use (other
+    visits, empty follow-ups), and too few paired subjects for early stopping."""
     from neurodiff.data.longitudinal_table import IgnoredVisitsWarning
+    from neurodiff.methods.longitudinal.secondgram import FewValidationSubjectsWarning
 
+    shown = (IgnoredVisitsWarning, FewValidationSubjectsWarning)
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", IgnoredVisitsWarning)
+            for category in shown:
+                warnings.simplefilter("always", category)
             yield
     finally:
         for warning in caught:
-            if issubclass(warning.category, IgnoredVisitsWarning):
+            if issubclass(warning.category, shown):
                 if show:
                     typer.echo(f"neurodiff impute: warning: {warning.message}", err=True)
             else:  # any other warning goes on as usual
@@ -91,7 +95,7 @@ def fit(
         model = SecondGram.preset(variant, **params)
         with _table_warnings(show=is_main_process()):
             arrays = model.read(data)
-        model.fit(arrays)
+            model.fit(arrays)
         if not is_main_process():  # under torchrun, rank 0 writes the model and reports
             return
         model.save(out)

@@ -61,6 +61,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: Fewer paired validation subjects than this draw a warning: early stopping on their Pearson r is noise.
 MIN_RELIABLE_VALIDATION = 10
 
+
+class FewValidationSubjectsWarning(UserWarning):
+    """Early stopping validates on fewer than :data:`MIN_RELIABLE_VALIDATION` paired subjects."""
+
 # The noised-self perturbation is defined on the paper schedule, whatever schedule the model uses.
 _PAPER_ALPHA_BAR = torch.cumprod(1 - linear_betas(100, 0.0015, 0.02), 0)
 
@@ -251,8 +255,8 @@ class SecondGram(Estimator):
             warnings.warn(
                 f"early stopping validates on {n_val} paired subjects ({len(paired_idx)} paired × val_fraction "
                 f"{self.val_fraction}): a per-feature Pearson r across so few subjects is mostly noise (across 2 "
-                f"it is always ±1), so the kept epoch is close to arbitrary; give more paired subjects or a "
-                f"larger val_fraction", stacklevel=3,
+                f"subjects it is always ±1), so the kept epoch is close to arbitrary; give more paired subjects or a "
+                f"larger val_fraction", FewValidationSubjectsWarning, stacklevel=3,
             )
         val = np.sort(rng.choice(paired_idx, n_val, replace=False))
         train = np.setdiff1d(np.arange(len(paired)), val)
