@@ -15,8 +15,8 @@ def demo(
     smoke: bool = typer.Option(False, "--smoke", help="Tiny cohorts, 1 seed and a few training steps per model: "
                                "checks that everything runs (about 3 minutes); the numbers mean nothing."),
 ) -> None:
-    """Run the three methods against their baselines on the embedded cohorts (2 seeds, about 15 minutes on a
-    2-core CPU); write DIR/report.html (the summary page, linking to each method's full report) and
+    """Run the three methods against their baselines on the embedded cohorts (2 seeds, about 14 minutes on a
+    2-core CPU, 20 at most); write DIR/report.html (the summary page, linking to each method's full report) and
     DIR/results.json.
 
     Example:  neurodiff demo --out demo-output

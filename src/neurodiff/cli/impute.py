@@ -74,10 +74,15 @@ def fit(
 ) -> None:
     """Fit SECONDGRAM on a long-format table and save the model.
 
-    Example:  neurodiff impute fit --data table.csv --labels sex,age,stroke --exclude years_since_first --out model
+    Example (every numeric column that is not a label, the subject or the visit is a feature; --exclude
+    the others, e.g. a follow-up interval, or they are generated too):
+      neurodiff impute fit --data visits.csv --labels sex,age,stroke --exclude years_since_first --out model
+
+    On the synthetic table (neurodiff synth longitudinal), the --labels and --exclude lists are in
+    docs/longitudinal-imputation.md.
 
     On several processes (data-parallel; the batch of 256 is shared between them):
-      torchrun --standalone --nproc_per_node 2 -m neurodiff impute fit --data table.csv --labels sex,age --out model
+      torchrun --standalone --nproc_per_node 2 -m neurodiff impute fit --data visits.csv --labels sex,age --out model
     """
     from neurodiff.methods.longitudinal import SecondGram
     from neurodiff.training import resolve_device

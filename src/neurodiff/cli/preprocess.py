@@ -39,7 +39,7 @@ def preprocess(
     native_brain_mask.nii.gz (input grid), slice.nii.gz, the transform (template_to_native.tfm,
     native_to_template.txt), qc.png and preprocess.json; and OUT/manifest.csv, which neurodiff harmonize
     and normative read directly. A failed subject is reported (OUT/failures.csv) and skipped; the others
-    go on, and the exit status is 1. A re-run skips subjects already done. About 35 s per 1 mm head on
+    go on, and the exit status is 1. A re-run skips subjects already done. About 35–55 s per 1 mm head on
     2 CPU cores.
 
     Example:  neurodiff preprocess --manifest scans/manifest.csv --out prepared --jobs 2

@@ -226,7 +226,7 @@ def check_survival_frame(
     if score is not None:
         values = _numeric_column(frame, score, "score", ids, kind)
         if len(values) and values.min() == values.max():
-            raise SurvivalDataError(f"score column {score!r} is constant ({values[0]!r} for all "
+            raise SurvivalDataError(f"score column {score!r} is constant ({float(values[0]):g} for all "
                                     f"{len(values)} subjects): it cannot predict survival")
         out[score] = values
 
@@ -301,7 +301,7 @@ def _covariate_terms(
                                         f"{_offenders(ids, kind, series, bad)}")
             sd = float(values.std(ddof=1))
             if not sd > 0:
-                raise SurvivalDataError(f"covariate column {name!r} is constant ({values[0]!r}): its effect "
+                raise SurvivalDataError(f"covariate column {name!r} is constant ({float(values[0]):g}): its effect "
                                         "cannot be estimated; leave it out")
             key = f"__cov{len(columns)}__"
             columns[key] = (values - values.mean()) / sd
