@@ -371,6 +371,9 @@ class Trainer:
         """Rank 0 writes the checkpoint, with every rank's random-number generators."""
         rank_generators = self.group.gather(generator.get_state())
         rank_torch_rng = self.group.gather(torch.get_rng_state())
+        # each process's own GPU (cuda:<local rank>): its dropout masks come from that device's generator
+        cuda_rng = torch.cuda.get_rng_state(generator.device) if generator.device.type == "cuda" else None
+        rank_cuda_rng = self.group.gather(cuda_rng)
         if not self.group.is_main:
             self.group.barrier()
             return
@@ -384,12 +387,13 @@ class Trainer:
             "ema_updates": ema.updates if ema is not None else None,
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "cuda_rng": cuda_rng,
             "thresholds": self.gradient_manipulation.to_dict() if self.gradient_manipulation else None,
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
             "history": history,
             "rank_generators": rank_generators if self.group.active else None,
             "rank_torch_rng": rank_torch_rng if self.group.active else None,
+            "rank_cuda_rng": rank_cuda_rng if self.group.active else None,
         }
         save_checkpoint(path, state)
         self.group.barrier()
@@ -419,8 +423,11 @@ class Trainer:
         else:
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        cuda_rng = state["rank_cuda_rng"][self.group.rank] if state.get("rank_cuda_rng") else state["cuda_rng"]
+        if isinstance(cuda_rng, list) and torch.cuda.is_available():  # before: every device's state, rank 0's
+            torch.cuda.set_rng_state_all(cuda_rng)
+        elif cuda_rng is not None and generator.device.type == "cuda":
+            torch.cuda.set_rng_state(cuda_rng, generator.device)
         if self.gradient_manipulation is not None and state["thresholds"] is not None:
             self.gradient_manipulation.clip = state["thresholds"]["clip"]
             self.gradient_manipulation.skip = state["thresholds"]["skip"]
