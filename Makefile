@@ -6,6 +6,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # torch comes first and pinned: a bare `torch` requirement would pull several GB of CUDA packages.
 TORCH  ?= torch==2.13.0
+# e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" for the CPU build off this project's machines
+TORCH_PIP_ARGS ?=
 STAMP  := $(VENV)/.neurodiff-installed
 # The preprocessing tests use pycortex's subject S1 (a real head with skull, shipped in its sdist);
 # only its data is needed, so it is installed without its many dependencies.
@@ -18,7 +20,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)" $(TORCH_PIP_ARGS)
 	$(PY) -m pip install --quiet -e ".[test]"
 	@touch $(STAMP)
 

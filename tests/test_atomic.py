@@ -46,14 +46,25 @@ def test_atomic_dir_overwrite_swaps_in_the_new_folder_and_leaves_nothing_else(tm
 
     if not exchange:
         monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
-    elif not atomic._exchange(tmp_path, tmp_path):  # exchanging a path with itself: a no-op where supported
-        pytest.skip("no renameat2 on this system")
+    else:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").write_text("b")
+        if not atomic._exchange(tmp_path / "a", tmp_path / "b"):
+            pytest.skip("no renameat2 exchange on this system")
+        assert (tmp_path / "a").read_text() == "b" and (tmp_path / "b").is_dir()  # swapped
+        (tmp_path / "a").unlink()
+        (tmp_path / "b").rmdir()
+        calls = []
+        real = atomic._exchange
+        monkeypatch.setattr(atomic, "_exchange", lambda a, b: calls.append(1) or real(a, b))
     out = tmp_path / "model"
     with atomic_dir(out) as tmp:
         (tmp / "v").write_text("old")
     with atomic_dir(out, overwrite=True) as tmp:
         (tmp / "v").write_text("new")
     assert (out / "v").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["model"]
+    if exchange:
+        assert calls == [1]  # the swap was the exchange, not the fallback
 
 
 def test_atomic_dir_overwrite_keeps_the_old_folder_when_the_swap_fails(tmp_path, monkeypatch):

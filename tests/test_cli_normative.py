@@ -127,7 +127,8 @@ def test_control_split_is_by_subject_one_image_per_held_out_subject_and_never_pa
 
 def test_benchmark_check_refuses_a_patient_imaged_twice_and_too_few_controls_for_brain_age():
     """Checked before any training: a patient's second image would count as a second patient in the Cox
-    model, and 13 control subjects leave 9 for training, below the brain-age model's 5-fold minimum."""
+    model, and 13 control subjects (one image each) leave 9 for training, below the brain-age model's
+    5-fold minimum."""
     from neurodiff.evaluation.normative_benchmark import NormativeBenchmarkConfig
 
     def cohort(controls, patients):
@@ -139,7 +140,7 @@ def test_benchmark_check_refuses_a_patient_imaged_twice_and_too_few_controls_for
     config.check(cohort(14, ["p1", "p2", "p3"]))
     with pytest.raises(ValueError, match=r"patient\(s\) p2 have several images"):
         config.check(cohort(14, ["p1", "p2", "p2", "p3"]))
-    with pytest.raises(ValueError, match="brain_age_gap needs at least 10 training control subjects.*leave 9"):
+    with pytest.raises(ValueError, match="brain_age_gap needs at least 10 training control images.*leaves 9"):
         config.check(cohort(13, ["p1", "p2", "p3"]))
     NormativeBenchmarkConfig(methods=("nda",)).check(cohort(13, ["p1", "p2", "p3"]))
 
@@ -176,6 +177,18 @@ def test_survival_ignores_a_control_scanned_twice_but_refuses_a_patient_twice_in
     result = runner.invoke(app, [*args, str(tmp_path / "twice.csv"), "--out", str(tmp_path / "out2")])
     assert result.exit_code == 2 and "several rows" in result.output and patient_id in result.output
     assert control_id not in result.output and not (tmp_path / "out2").exists()
+
+
+def test_survival_takes_the_group_from_the_manifest_when_both_files_have_one(scored, tiny_patient_cohort, tmp_path):
+    """Columns in both files come from the manifest: patients recoded there (ALS → patient) are analysed."""
+    manifest, _, _ = tiny_patient_cohort
+    table = pd.read_csv(scored / "scores" / "scores.csv", dtype={"subject_id": str})
+    patients = int(table["group"].eq("patient").sum())
+    table.assign(group=table["group"].replace("patient", "ALS")).to_csv(tmp_path / "scores.csv", index=False)
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(tmp_path / "scores.csv"),
+                                 "--manifest", str(manifest), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["result"]["n"] == patients
 
 
 def test_survival_keeps_subject_ids_as_written(scored, tmp_path):

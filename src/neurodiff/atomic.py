@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,12 +100,12 @@ def _swap_in(new: Path, path: Path) -> None:
 
     On Linux one atomic exchange (renameat2 RENAME_EXCHANGE): at every moment `path` holds the old
     or the new folder. Elsewhere two renames, undone if the second fails; a crash between them
-    leaves the old folder beside `path` under a name ending in ``.old``.
+    leaves the old folder beside `path` under a name ending in ``.partial.old``.
     """
     if _exchange(new, path):
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    os.replace(path, old)  # onto the empty folder mkdtemp made: a name no other save uses
+    old = new.with_name(new.name + ".old")  # free: `new` has a name no other save uses (mkdtemp)
+    os.replace(path, old)
     try:
         os.replace(new, path)
     except BaseException:
@@ -115,10 +116,11 @@ def _swap_in(new: Path, path: Path) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically exchange two paths with Linux's renameat2; False where the system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without it (glibc < 2.28, musl)
         return False
     at_fdcwd, rename_exchange = -100, 2
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:

@@ -67,6 +67,18 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert again.training_summary_["thresholds"]["mode"] == "calibrated"
 
 
+def test_complete_replaces_a_follow_up_row_without_feature_values(fitted):
+    """Such a row is no follow-up: the subject gets a generated one, which takes the blank row's place."""
+    table = cohort()
+    blank = table.index[(table.subject_id == "s3") & (table.visit == 2)]
+    table.loc[blank, [f"f{j}" for j in range(8)]] = np.nan
+    with pytest.warns(UserWarning, match="no feature values"):
+        completed = fitted.complete(table)
+    s3 = completed[completed.subject_id == "s3"]
+    assert s3["visit"].tolist() == [1, 2] and s3["generated"].tolist() == [False, True]
+    assert s3[[f"f{j}" for j in range(8)]].notna().all().all()
+
+
 def test_mismatched_features_at_predict_are_named(fitted):
     with pytest.raises(ValueError, match="feature column 'f3' used when the model was fitted is not in the table"):
         fitted.predict(cohort().drop(columns=["f3"]))

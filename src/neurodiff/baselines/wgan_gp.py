@@ -23,6 +23,7 @@ no mid-run checkpoints.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -253,7 +254,10 @@ class ConditionalWGANGP(Estimator):
         SECONDGRAM's early stopping scores it (:func:`~neurodiff.evaluation.imputation.pearson_feature`)."""
 
         def score(generator: nn.Module) -> float:
-            return pearson_feature(x2_val, self._generate(generator, cond_val, 1, self.seed + 1)[0])
+            sample = self._generate(generator, cond_val, 1, self.seed + 1)[0]
+            if not np.isfinite(sample).all():  # a diverged generator: no score (early stopping passes it over)
+                return math.nan
+            return pearson_feature(x2_val, sample)
 
         return score
 

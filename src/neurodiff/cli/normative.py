@@ -196,7 +196,6 @@ def _survival_table(scores_path: Path, manifest_path: Path | None, score_column:
     for column in ("subject_id", score_column):
         if column not in scores.columns:
             raise ValueError(f"--scores {scores_path} has no column {column!r} (columns: {', '.join(scores.columns)})")
-    scores = _patient_rows(scores)
     if manifest_path is not None:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"--manifest {manifest_path} does not exist")
@@ -206,12 +205,17 @@ def _survival_table(scores_path: Path, manifest_path: Path | None, score_column:
         missing = sorted(set(scores["subject_id"]) - set(manifest["subject_id"]))
         if missing:
             raise ValueError(f"subject(s) {', '.join(missing[:5])} of --scores are not in --manifest {manifest_path}")
-        manifest = _patient_rows(manifest)
-        scores = scores[scores["subject_id"].isin(manifest["subject_id"]).to_numpy(bool)]
+        if "group" in manifest.columns:  # columns in both files come from the manifest, the group too
+            manifest = _patient_rows(manifest)
+            scores = scores[scores["subject_id"].isin(manifest["subject_id"]).to_numpy(bool)]
+        else:
+            scores = _patient_rows(scores)
         _one_row_per_subject(scores, f"--scores {scores_path}")
         _one_row_per_subject(manifest[manifest["subject_id"].isin(scores["subject_id"])], f"--manifest {manifest_path}")
         keep = [c for c in scores.columns if c not in manifest.columns or c == "subject_id"]
         scores = _patient_rows(scores[keep].merge(manifest, on="subject_id"))
+    else:
+        scores = _patient_rows(scores)
     if scores.empty:
         raise ValueError("no row has group = patient: survival is analysed on patients")
     _one_row_per_subject(scores, f"--scores {scores_path}")  # the analysed rows, also without --manifest

@@ -95,12 +95,14 @@ class NormativeBenchmarkConfig:
         if len(twice):
             raise ValueError(f"patient(s) {', '.join(twice[:5])} have several images; survival is analysed per "
                              "patient, so keep one image per patient (e.g. the baseline scan)")
-        n_subjects = subjects[controls].nunique()
-        n_train = n_subjects - int(round(self.heldout_fraction * n_subjects))
-        if "brain_age_gap" in self.methods and n_train < BRAIN_AGE_MIN_TRAINING:
-            raise ValueError(f"brain_age_gap needs at least {BRAIN_AGE_MIN_TRAINING} training control subjects for "
-                             f"its 5-fold cross-validation; {n_subjects} control subjects with heldout_fraction "
-                             f"{self.heldout_fraction} leave {n_train}: add controls or leave brain_age_gap out")
+        if "brain_age_gap" in self.methods:
+            for seed in self.seeds:
+                n_train = len(split_controls(frame.reset_index(drop=True), self.heldout_fraction, seed)[0])
+                if n_train < BRAIN_AGE_MIN_TRAINING:
+                    raise ValueError(
+                        f"brain_age_gap needs at least {BRAIN_AGE_MIN_TRAINING} training control images for its "
+                        f"5-fold cross-validation; seed {seed}'s split (heldout_fraction {self.heldout_fraction}) "
+                        f"leaves {n_train}: add controls or leave brain_age_gap out")
 
 
 #: Training control images the brain-age model's 5-fold cross-validation needs (BrainAgeModel: 2 × cv).

@@ -52,14 +52,16 @@ def iterate_batches(
     *,
     group: Any = None,
     with_sizes: bool = False,
+    loader_seed: int = 0,
 ) -> Iterator[Any]:
     """Yield the batches of `order` from batch number `start` on (to resume mid-epoch).
 
     With a torchrun `group` (:class:`~neurodiff.training.distributed.ProcessGroup`), each batch is
     this process's share of the global batch; `with_sizes` yields ``(batch, global batch size)``.
-    A torch Dataset goes through a DataLoader whose workers' seed comes from the permutation itself,
-    not from torch's global generator: drawing from that would shift every later random draw (e.g.
-    dropout) by one each time an epoch is started, so a resumed run would differ from an unbroken one.
+    A torch Dataset goes through a DataLoader whose workers' seed comes from `loader_seed` (the trainer
+    passes one per epoch), not from torch's global generator: drawing from that would shift every later
+    random draw (e.g. dropout) each time an epoch is started, so a resumed run would differ from an
+    unbroken one.
     """
     chunks = list(torch.split(order, batch_size))
     processes = group.world_size if group is not None else 1
@@ -70,7 +72,6 @@ def iterate_batches(
     if isinstance(data, TensorData):
         batches = (data.take(index) for index in chunks)
     else:
-        loader_seed = int(order[: min(len(order), 4)].sum()) * 1_000_003 + len(order)
         batches = iter(DataLoader(data, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers,
                                   generator=torch.Generator().manual_seed(loader_seed)))
     if with_sizes:

@@ -232,7 +232,8 @@ class Trainer:
             while not pos.done:
                 order = epoch_order(n, self.seed, pos.epoch)
                 for batch, n_batch in iterate_batches(data, order, self.batch_size, pos.batch, self.num_workers,
-                                                      group=group, with_sizes=True):
+                                                      group=group, with_sizes=True,
+                                                      loader_seed=self.seed * 1_000_003 + pos.epoch):
                     loss = self._step(replica, model, opt, scaler, ema, loss_fn, to_device(batch, device), n_batch,
                                       generator, history)
                     pos.step += 1

@@ -367,6 +367,7 @@ class SecondGram(Estimator):
     def complete(self, table: pd.DataFrame | str | Path, *, n_samples: int = 1, all_subjects: bool = False,
                  seed: int | None = None, source: str | None = None) -> pd.DataFrame:
         """The table with generated follow-ups appended (see :meth:`predict`), flagged ``generated``.
+        A visit-2 row without any feature value is replaced by the subject's generated one.
 
         Integer columns stay integer where the generated rows need no fraction (labels, visit, columns
         left empty: nullable ``Int64``); generated feature values make a feature column float.
@@ -379,6 +380,12 @@ class SecondGram(Estimator):
         original["generated"] = False
         if generated.empty:
             return original
+        # a visit-2 row without any feature value is no follow-up (the reader ignores it, with a warning):
+        # the generated row takes its place, so that each subject keeps one visit 2
+        blank = (pd.to_numeric(original[self.visit], errors="coerce").eq(2)
+                 & original[self.feature_columns_].isna().all(axis=1)
+                 & original[self.subject].isin(generated[self.subject]))
+        original = original[~blank.to_numpy(bool)]
         completed = pd.concat([original, generated], ignore_index=True)
         if "sample" in generated.columns and "sample" not in frame.columns:
             completed["sample"] = completed["sample"].astype("Int64")
