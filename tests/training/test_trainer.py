@@ -36,6 +36,20 @@ def weights(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+class _Interrupt(Exception):
+    """What :func:`_stop_at` raises to kill a run mid-way."""
+
+
+def _stop_at(step):
+    """An ``on_step`` callback that interrupts training after `step` steps."""
+
+    def on_step(pos, loss):
+        if pos.step == step:
+            raise _Interrupt
+
+    return on_step
+
+
 def test_training_reduces_the_loss_and_is_reproducible():
     trainer = Trainer(max_epochs=30, batch_size=8, lr=3e-3, seed=3, progress=False)
     a = trainer.fit(make_net(), diffusion_loss, make_data())
@@ -92,16 +106,9 @@ def test_resume_across_a_warmup_calibration(tmp_path):
     full = Trainer(**settings, gradient_manipulation=GradientManipulation.calibrated()).fit(
         make_net(), diffusion_loss, make_data())
 
-    class Interrupt(Exception):
-        pass
-
-    def stop(pos, loss):
-        if pos.step == 14:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
+    with pytest.raises(_Interrupt):
         Trainer(**settings, gradient_manipulation=GradientManipulation.calibrated(), checkpoint_dir=tmp_path,
-                checkpoint_every=4, on_step=stop).fit(make_net(), diffusion_loss, make_data())
+                checkpoint_every=4, on_step=_stop_at(14)).fit(make_net(), diffusion_loss, make_data())
     resumed = Trainer(**settings, gradient_manipulation=GradientManipulation.calibrated(), checkpoint_dir=tmp_path,
                       checkpoint_every=4).fit(make_net(), diffusion_loss, make_data())
     assert torch.equal(weights(resumed.model), weights(full.model))
@@ -160,17 +167,10 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     policy = GradientManipulation.calibrated
     full = Trainer(**settings, gradient_manipulation=policy()).fit(make_net(), diffusion_loss, make_data())
 
-    class Interrupt(Exception):
-        pass
-
-    def stop_at_13(pos, loss):
-        if pos.step == 13:
-            raise Interrupt
-
     ckpt = tmp_path / "run"
-    with pytest.raises(Interrupt):
+    with pytest.raises(_Interrupt):
         Trainer(**settings, gradient_manipulation=policy(), checkpoint_dir=ckpt, checkpoint_every=3,
-                on_step=stop_at_13).fit(make_net(), diffusion_loss, make_data())
+                on_step=_stop_at(13)).fit(make_net(), diffusion_loss, make_data())
     assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint.pt"]  # no temporary files left
     resumed = Trainer(**settings, gradient_manipulation=policy(), checkpoint_dir=ckpt, checkpoint_every=3).fit(
         make_net(seed=99), diffusion_loss, make_data()
@@ -311,15 +311,8 @@ def test_a_torch_dataset_with_dropout_resumes_to_the_same_weights(tmp_path):
     torch.manual_seed(0)
     full = Trainer(**settings).fit(_WithDropout(), diffusion_loss, _Squares())
 
-    class Interrupt(Exception):
-        pass
-
-    def stop_at_5(pos, loss):
-        if pos.step == 5:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        Trainer(**settings, checkpoint_dir=tmp_path, checkpoint_every=4, on_step=stop_at_5).fit(
+    with pytest.raises(_Interrupt):
+        Trainer(**settings, checkpoint_dir=tmp_path, checkpoint_every=4, on_step=_stop_at(5)).fit(
             _WithDropout(), diffusion_loss, _Squares())
     resumed = Trainer(**settings, checkpoint_dir=tmp_path).fit(_WithDropout(), diffusion_loss, _Squares())
     assert resumed.history["resumed_at_step"] == 4  # mid-epoch (3 batches per epoch)
