@@ -274,6 +274,55 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_slow(monkeypatch, re
     assert len(slow) == (0 if native else 1)
 
 
+def _fp16_on_cpu(monkeypatch):
+    """Let the fp16 path (GradScaler and float16 autocast) run on CPU, where it is otherwise refused."""
+    import neurodiff.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "FP16_DEVICE_TYPES", ("cuda", "cpu"))
+
+
+def _linear_sum_loss(factor):
+    """Loss ``factor · Σ net(x)``: its gradient at every fp16 output of the layer is `factor`."""
+    return lambda net, batch, generator: factor * net(batch["x"]).float().sum()
+
+
+def _linear():
+    torch.manual_seed(0)
+    return nn.Linear(4, 1)
+
+
+def test_fp16_loss_scale_overflows_are_counted_apart_from_skipped_steps(monkeypatch):
+    _fp16_on_cpu(monkeypatch)
+    data = TensorData(x=torch.randn(16, 4, generator=torch.Generator().manual_seed(0)))
+    before = weights(_linear())
+    # GradScaler starts at 65536: the fp16 gradients (65536 at the output, more at the weights) overflow
+    # fp16's 65504 until the scale has halved a few times; then every step is finite
+    result = Trainer(max_steps=12, batch_size=16, precision="fp16", progress=False).fit(
+        _linear(), _linear_sum_loss(1.0), data)
+    finite = [math.isfinite(v) for v in result.history["grad_norm"]]
+    overflows = finite.index(True)
+    assert overflows >= 1 and all(finite[overflows:])
+    assert result.history["scaler_overflows"] == overflows
+    assert result.history["skipped"] == 0 and result.history["skipped_steps"] == []
+    assert not torch.equal(weights(result.model), before)
+
+
+def test_fp16_calibration_scales_the_loss_like_training(monkeypatch):
+    _fp16_on_cpu(monkeypatch)
+    data = TensorData(x=torch.randn(16, 4, generator=torch.Generator().manual_seed(0)))
+
+    def norms(precision, factor):
+        trainer = Trainer(max_steps=1, batch_size=8, precision=precision, progress=False,
+                          gradient_manipulation=GradientManipulation.calibrated())
+        return trainer.fit(_linear(), _linear_sum_loss(factor), data).history["calibration_norms"]
+
+    # 1e-8 underflows to zero in fp16 unless scaled; 1.0 overflows at the first scale and is redone
+    for factor in (1e-8, 1.0):
+        expected = norms("fp32", factor)
+        assert norms("fp16", factor) == pytest.approx(expected, rel=2e-3)
+        assert min(expected) > 0
+
+
 class _Squares(torch.utils.data.Dataset):
     def __len__(self):
         return 10

@@ -43,6 +43,10 @@ LossFn = Callable[[nn.Module, Any, torch.Generator], "torch.Tensor | tuple[torch
 Precision = Literal["fp32", "bf16", "fp16"]
 # rank r of a torchrun launch seeds its noise with seed + r·stride (rank 0 draws as a one-process run)
 RANK_SEED_STRIDE = 1_000_003
+# fp16 autocast with loss scaling is offered on these devices only (fp16 on CPU is slow and pointless)
+FP16_DEVICE_TYPES: tuple[str, ...] = ("cuda",)
+# the calibration pass halves the fp16 loss scale until the gradients are finite, down to this
+MIN_LOSS_SCALE = 2.0**-24
 
 
 @dataclass
@@ -53,7 +57,8 @@ class TrainResult:
         The model to use for inference: the EMA copy when EMA is on, else the trained model; with
         early stopping, holding the best validated weights.
     history:
-        Per-step losses and gradient norms, gradient-manipulation counts, validation scores, timing.
+        Per-step losses and gradient norms, gradient-manipulation counts (``skipped``, ``clipped``;
+        fp16's loss-scale overflows apart, in ``scaler_overflows``), validation scores, timing.
     """
 
     model: nn.Module
@@ -187,7 +192,7 @@ class Trainer:
             raise ValueError("the training data are empty")
         group = self.group = distributed.current()
         device = distributed.device_for(group, resolve_device(self.device))
-        if self.precision == "fp16" and device.type != "cuda":
+        if self.precision == "fp16" and device.type not in FP16_DEVICE_TYPES:
             raise ValueError("fp16 mixed precision needs a CUDA device; use precision='bf16' or 'fp32' on CPU")
         if group.active and self.batch_size < group.world_size:
             raise ValueError(f"batch size {self.batch_size} is smaller than the {group.world_size} processes of this "
@@ -200,7 +205,7 @@ class Trainer:
         model.to(device).train()
         replica = distributed.wrap(model, group, device)
         opt = self._make_optimizer(model)
-        scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         ema = EMA(model, self.ema_decay) if self.ema_decay else None
         eval_model = ema.model if ema else model
         generator = torch.Generator(device).manual_seed(self.seed + RANK_SEED_STRIDE * group.rank)
@@ -219,7 +224,7 @@ class Trainer:
                 self.early_stopping.bad_validations >= self.early_stopping.patience)
             pos.done = stopped or pos.step >= total
         elif self._calibration_due(pos):
-            self._calibrate(replica, model, loss_fn, data, device, history)
+            self._calibrate(replica, model, loss_fn, data, device, history, scaler)
         history["thresholds"] = self.gradient_manipulation.to_dict() if self.gradient_manipulation else None
 
         started = time.perf_counter()
@@ -239,7 +244,7 @@ class Trainer:
                     pos.step += 1
                     pos.batch += 1
                     if self._calibration_due(pos):
-                        self._calibrate(replica, model, loss_fn, data, device, history)
+                        self._calibrate(replica, model, loss_fn, data, device, history, scaler)
                         history["thresholds"] = self.gradient_manipulation.to_dict()
                         history["calibrated_at_step"] = pos.step
                     epoch_end = pos.batch == per_epoch
@@ -282,17 +287,23 @@ class Trainer:
         if scaler is not None:
             scaler.unscale_(opt)
         params = [p for p in model.parameters() if p.requires_grad]
-        if self.gradient_manipulation is not None and self.gradient_manipulation.ready:
-            action, norm = self.gradient_manipulation.apply(params)
+        norm_t = global_grad_norm(params)
+        if scaler is not None and not torch.isfinite(norm_t):
+            # fp16 loss scaling probing its range, not a bad batch: GradScaler skips this update and
+            # lowers its scale; counted apart from gradient manipulation's skips
+            action, norm = "overflow", float(norm_t)
+            history["scaler_overflows"] += 1
+            scaler.update()
+        elif self.gradient_manipulation is not None and self.gradient_manipulation.ready:
+            action, norm = self.gradient_manipulation.apply(params, norm=norm_t)
         else:
-            norm_t = global_grad_norm(params)
             action, norm = ("step" if torch.isfinite(norm_t) else "skipped"), float(norm_t)
         if action == "skipped":
             history["skipped"] += 1
             history["skipped_steps"].append(len(history["loss"]))
             if scaler is not None:
                 scaler.update()
-        else:
+        elif action != "overflow":
             history["clipped"] += action == "clipped"
             if scaler is not None:
                 scaler.step(opt)
@@ -310,8 +321,11 @@ class Trainer:
             history["metrics"].setdefault(key, []).append(float(v))
         return value
 
-    def _backward(self, replica, loss_fn, batch, n_batch, generator, scaler):
-        """Loss and gradients of one (shard of a) batch; under torchrun, DDP averages the gradients."""
+    def _backward(self, replica, loss_fn, batch, n_batch, generator, scaler=None, factor=1.0):
+        """Loss and gradients of one (shard of a) batch; under torchrun, DDP averages the gradients.
+
+        The gradients are of the loss times the scaler's scale (fp16), else times `factor`.
+        """
         with self._autocast(batch):
             out = loss_fn(replica, batch, generator)
         loss, metrics = out if isinstance(out, tuple) else (out, {})
@@ -319,7 +333,11 @@ class Trainer:
         if self.group.active:
             replica.check_one_call()
             scaled = loss * self.group.loss_weight(_rows(batch), n_batch)
-        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if scaler is not None:
+            scaled = scaler.scale(scaled)
+        elif factor != 1.0:
+            scaled = scaled * factor
+        scaled.backward()
         return loss, metrics
 
     def _autocast(self, batch):
@@ -334,9 +352,16 @@ class Trainer:
         gm = self.gradient_manipulation
         return gm is not None and not gm.ready and pos.step >= self.calibration_warmup
 
-    def _calibrate(self, replica, model, loss_fn, data, device, history) -> None:
-        """One pass over the data recording gradient norms (no update); set the thresholds."""
+    def _calibrate(self, replica, model, loss_fn, data, device, history, scaler=None) -> None:
+        """One pass over the data recording gradient norms (no update); set the thresholds.
+
+        In fp16 the loss is scaled as in training (unscaled, small gradients underflow to zero and the
+        thresholds come out too low); a batch whose scaled gradients overflow is redone at half the
+        scale, which every process of a torchrun launch decides alike (the norm is of the averaged
+        gradients).
+        """
         norms = []
+        factor = float(scaler.get_scale()) if scaler is not None else 1.0
         generator = torch.Generator(device).manual_seed(self.seed + 1 + RANK_SEED_STRIDE * self.group.rank)
         order = epoch_order(len(data), self.seed, -1)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -344,9 +369,15 @@ class Trainer:
                                   with_sizes=True)
         for batch, n_batch in tqdm(batches, desc="calibrating gradient thresholds",
                                    disable=not (self.progress and self.group.is_main), leave=False):
-            model.zero_grad(set_to_none=True)
-            self._backward(replica, loss_fn, to_device(batch, device), n_batch, generator, None)
-            norms.append(float(global_grad_norm(params)))
+            batch = to_device(batch, device)
+            while True:
+                model.zero_grad(set_to_none=True)
+                self._backward(replica, loss_fn, batch, n_batch, generator, factor=factor)
+                norm = float(global_grad_norm(params)) / factor
+                if math.isfinite(norm) or scaler is None or factor / 2 < MIN_LOSS_SCALE:
+                    break
+                factor /= 2
+            norms.append(norm)
         model.zero_grad(set_to_none=True)
         self.gradient_manipulation.calibrate(norms)
         history["calibration_norms"] = norms
@@ -467,7 +498,7 @@ def _flush_denormals(device: torch.device):
 
 def _new_history() -> dict[str, Any]:
     return {"loss": [], "grad_norm": [], "epoch_loss": [], "validation": [], "metrics": {},
-            "skipped": 0, "clipped": 0, "skipped_steps": [], "seconds": 0.0}
+            "skipped": 0, "clipped": 0, "skipped_steps": [], "scaler_overflows": 0, "seconds": 0.0}
 
 
 def _rows(batch: Any) -> int:
