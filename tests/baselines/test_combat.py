@@ -163,3 +163,42 @@ def test_errors(data):
         combat.transform(images, covariates.to_numpy(), "a")
     with pytest.raises(RuntimeError, match="not fitted"):
         ComBat().transform(images, covariates, "a")
+
+
+def test_a_small_target_site_is_matched_at_its_own_mean():
+    """Sites mapped to a 4-image target land on that target's images, not on its shrunk effect."""
+    rng = np.random.default_rng(0)
+    p = 64
+    base, shift = rng.uniform(0.3, 0.7, p), rng.normal(0, 0.05, p)
+    sites = np.array(["big"] * 40 + ["small"] * 4)
+    values = np.stack([base + (shift if s == "small" else 0) + rng.normal(0, 0.02 * (1 + (s == "small")), p)
+                       for s in sites])
+    images = np.clip(values, 0, 1).reshape(-1, 1, 8, 8)
+    covariates = pd.DataFrame({"age": rng.uniform(20, 80, len(sites)), "sex": rng.choice(["F", "M"], len(sites)),
+                               "site": sites})
+    out = ComBat(mask=np.ones((8, 8), dtype=bool)).fit(images, covariates).transform(images, covariates, "small")
+    flat = out.reshape(len(out), -1)
+    gap = np.abs(flat[sites == "big"].mean(0) - flat[sites == "small"].mean(0)).mean()
+    # raw 0.042; mapped to the target's shrunk effect (the old rule) 0.006; neuroCombat's reference batch 0.001
+    assert gap < 0.003
+
+
+def test_a_covariate_constant_or_determined_by_site_is_refused(data):
+    images, covariates, _ = data
+    men = covariates.assign(sex="M")
+    with pytest.raises(ValueError, match="'sex' has the same value in every training image"):
+        ComBat().fit(images, men)
+    by_site = covariates.assign(sex=np.where(covariates["site"] == "a", "F", "M"))
+    with pytest.raises(ValueError, match="'sex' is determined by the site"):
+        ComBat().fit(images, by_site)
+
+
+def test_a_bad_image_is_named_by_its_position(data):
+    images, covariates, _ = data
+    bad = images.copy()
+    bad[7, 0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="first: image 7"):
+        ComBat().fit(bad, covariates)
+    bad[7, 0, 3, 3], bad[9, 0, 2, 2] = 0.5, 1.5
+    with pytest.raises(ValueError, match="first outside: image 9"):
+        ComBat().fit(bad, covariates)

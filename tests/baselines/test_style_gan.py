@@ -121,3 +121,14 @@ def test_save_and_load_give_identical_outputs(fitted, tmp_path):
     loaded = StyleEncodingGAN.load(tmp_path / "gan")
     assert loaded.sites_ == ["A", "B"] and loaded.discriminator_ is None
     np.testing.assert_array_equal(loaded.transform(images, covariates, "A"), model.transform(images, covariates, "A"))
+
+
+def test_site_codes_compare_as_the_covariate_encodings_compare_them():
+    """Sites read as 1.0 / 2.0 (a float column) are "1" / "2", and a target 1 or " 1 " is site "1"."""
+    images, covariates = two_sites(n=8)
+    coded = covariates.assign(site=np.where(covariates["site"] == "A", 1.0, 2.0))
+    model = StyleEncodingGAN(**{**TINY, "max_steps": 1}).fit(images, coded)
+    assert model.sites_ == ["1", "2"]
+    expected = model.transform(images, coded, "1")
+    for target in (1, 1.0, " 1 "):
+        np.testing.assert_array_equal(model.transform(images, coded, target), expected)

@@ -60,6 +60,11 @@ def test_site_labels_with_spaces_or_numbers_are_the_categories_the_encoding_sees
     expected = ["site0", "site1"] if isinstance(relabel("site0"), str) else ["1", "2"]
     assert model.sites == expected
     assert np.isfinite(model.history_["metrics"]["site_loss"]).all()
+    # the target is named as the training table named it (1.0, " site1 "), and is that site
+    target = relabel("site1")
+    relabelled = frame.iloc[:2].assign(site=frame["site"].iloc[:2].map(relabel))
+    np.testing.assert_array_equal(model.transform(images[:2], relabelled, target),
+                                  model.transform(images[:2], relabelled, expected[1]))
 
 
 def test_an_image_outside_0_1_is_named_by_its_file(tiny_image_cohort):
@@ -90,3 +95,22 @@ def test_presets():
     assert PRESETS["quick"]["covariate_latent_dim"] == 16
     model = DisentangledDiffAE.preset("quick", max_steps=3)
     assert model.latent_covariates == ("age", "sex", "site") and model.max_steps == 3
+
+
+def test_fit_takes_a_manifest_file_with_its_images_in_memory(tiny_image_cohort):
+    path, frame, images = tiny_image_cohort
+    from_file = DisentangledDiffAE(**TINY, max_steps=1).fit(path, images)
+    from_frame = DisentangledDiffAE(**TINY, max_steps=1).fit(frame, images)
+    np.testing.assert_allclose(from_file.encode(images[:2], frame.iloc[:2]),
+                               from_frame.encode(images[:2], frame.iloc[:2]), atol=1e-6)
+
+
+def test_default_steps_fit_a_model_with_fewer_diffusion_steps(tiny_image_cohort):
+    """inversion_steps/render_steps None: 50, or T when the model has fewer steps; explicit ones are kept."""
+    _, frame, images = tiny_image_cohort
+    params = {**TINY, "timesteps": 8, "inversion_steps": None, "render_steps": None}
+    model = DisentangledDiffAE(**params, max_steps=1).fit(frame, images)
+    assert model.transform(images[:2], frame.iloc[:2], "site1").shape == images[:2].shape
+    model.set_params(inversion_steps=20)
+    with pytest.raises(ValueError, match="DDIM steps must be an integer in \\[1, 8\\], got 20"):
+        model.transform(images[:2], frame.iloc[:2], "site1")

@@ -36,14 +36,22 @@ its own site effect and adding the target's:
 
     s   = (y − α − Xβ) / σ                             (standardised, pooled)
     z   = (s − γ*_s) / √δ*_s                            (ComBat-adjusted: no site)
-    y_t = σ · (√δ*_t · z + γ*_t) + α + Xβ                (as if imaged at site t)
+    y_t = σ · (√δ̂_t · z + γ̂_t) + α + Xβ                 (as if imaged at site t)
 
-i.e. y_t = α + Xβ + σ·(γ*_t + (s − γ*_s)·√(δ*_t / δ*_s)). Images of the target site itself come
-back unchanged (s = t), as in reference-batch ComBat, and the other sites take on the target's mean
-and variance at every voxel, while age and sex effects (Xβ) and each image's own residual are kept.
-Against neuroHarmonize's ``ref_batch`` the difference is only where the reference's location and
-scale come from: its own images alone there, the pooled fit plus the target's (shrunk) site effect
-here; the site effects are the same model.
+i.e. y_t = α + Xβ + σ·(γ̂_t + (s − γ*_s)·√(δ̂_t / δ*_s)). The source site's effect is the shrunk one
+(γ*, δ*), the target's is its own images' (γ̂_t, δ̂_t), unshrunk, as reference-batch ComBat leaves the
+reference batch unshrunk (γ*_ref = 0, δ*_ref = 1 there). Images of the target site itself come back
+unchanged (s = t), and the other sites take on the mean and variance the target's own images have at
+every voxel, while age and sex effects (Xβ) and each image's own residual are kept. (Mapping to the
+shrunk γ*_t instead, as this class did before, left a small target site off its own mean: with 4
+target images against 40, the mean |difference| of voxel means was 0.006; now 0.002, against 0.001 for
+neuroCombat's reference-batch mode, the rest being the source site's shrinkage.) Against neuroHarmonize's ``ref_batch`` the difference is
+only the standardisation: the pooled fit here, the reference's own rows there.
+
+**Design.** The design [site one-hot, age, sex] must have full rank: a covariate with one value in
+every training image (e.g. only men), or one determined by the site (e.g. every woman at one site), is
+refused at :meth:`ComBat.fit` with its name; least squares would otherwise split the site effect
+between β and γ silently (measured: a 0.10 site gap made 0.30 by "harmonising").
 
 **Mask.** Voxels outside the brain are left as they are (zero-variance background would break the
 variance estimates). Default: voxels whose mean over the training images exceeds 0.05
@@ -91,10 +99,14 @@ def check_images(images: Any, *, spatial_dims: tuple[int, ...] = (2, 3), shape: 
         raise ValueError(f"images must be shaped {wanted}, got {x.shape}")
     if shape is not None and x.shape[1:] != tuple(shape):
         raise ValueError(f"images are {x.shape[1:]}, the model was fitted on {tuple(shape)}")
+    flat = x.reshape(len(x), -1)
     if len(x) and not np.isfinite(x).all():
-        raise ValueError("images contain NaN or infinite values")
+        first = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
+        raise ValueError(f"images contain NaN or infinite values (first: image {first}, counting from 0)")
     if len(x) and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
-        raise ValueError(f"image intensities must lie in [0, 1] (found {x.min():.3g} to {x.max():.3g})")
+        first = int(np.flatnonzero((flat.min(axis=1) < -1e-6) | (flat.max(axis=1) > 1 + 1e-6))[0])
+        raise ValueError(f"image intensities must lie in [0, 1] (found {x.min():.3g} to {x.max():.3g}; first "
+                         f"outside: image {first}, counting from 0)")
     return x
 
 
@@ -142,7 +154,7 @@ def split_design(encoding: CovariateEncoding, covariates: pd.DataFrame) -> tuple
 def location_scale(y: np.ndarray, sites: np.ndarray, n_sites: int, cov: np.ndarray) -> dict[str, np.ndarray]:
     """Steps 1–3 of the module docstring: α (p,), β (q, p), σ² (p,), γ̂ and δ̂ (k, p)."""
     onehot = np.eye(n_sites)[sites]
-    coef = np.linalg.lstsq(np.hstack([onehot, cov]), y, rcond=None)[0]
+    coef = np.linalg.lstsq(np.hstack([onehot, cov]), y, rcond=None)[0]  # full rank: check_design
     counts = onehot.sum(axis=0)
     alpha = (counts / len(y)) @ coef[:n_sites]
     beta = coef[n_sites:]
@@ -152,6 +164,19 @@ def location_scale(y: np.ndarray, sites: np.ndarray, n_sites: int, cov: np.ndarr
     gamma = np.stack([s[sites == i].mean(axis=0) for i in range(n_sites)])
     delta = np.stack([np.maximum(s[sites == i].var(axis=0, ddof=1), _TINY) for i in range(n_sites)])
     return {"alpha": alpha, "beta": beta, "var_pooled": var_pooled, "gamma_hat": gamma, "delta_hat": delta}
+
+
+def check_design(sites: np.ndarray, n_sites: int, cov: np.ndarray, names: list[str]) -> None:
+    """Refuse a design [site one-hot, covariates] without full rank, naming the covariate at fault."""
+    onehot = np.eye(n_sites)[sites]
+    for j, name in enumerate(names):
+        if np.ptp(cov[:, j]) == 0:
+            raise ValueError(f"ComBat: covariate {name!r} has the same value in every training image, so its "
+                             "effect cannot be told from the grand mean; use images with both values")
+        if np.linalg.matrix_rank(np.hstack([onehot, cov[:, : j + 1]])) < n_sites + j + 1:
+            raise ValueError(f"ComBat: covariate {name!r} is determined by the site (together with the covariates "
+                             "before it), so its effect cannot be told from the site effect; ComBat needs each "
+                             "site to have a mix of its values")
 
 
 def inverse_gamma_prior(delta_hat: np.ndarray) -> tuple[float, float]:
@@ -258,6 +283,7 @@ class ComBat:
         self.sites_ = list(self.encoding_.categories("site"))
         cov, sites = split_design(self.encoding_, covariates)
         _check_site_sizes(sites, self.sites_)
+        check_design(sites, len(self.sites_), cov, self.encoding_.columns[: cov.shape[1]])
         self.image_shape_ = x.shape[1:]
         self.mask_ = self._resolve_mask(x)
         y = x[:, 0][:, self.mask_]
@@ -317,12 +343,12 @@ class ComBat:
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
     def _to_site(self, y: np.ndarray, cov: np.ndarray, sites: np.ndarray, target: int) -> np.ndarray:
-        """y_t = α + Xβ + σ·(γ*_t + (s − γ*_s)·√(δ*_t / δ*_s)) for in-mask voxels y (n, p)."""
+        """y_t = α + Xβ + σ·(γ̂_t + (s − γ*_s)·√(δ̂_t / δ*_s)) for in-mask voxels y (n, p)."""
         mean = self.alpha_ + cov @ self.beta_
         sd = np.sqrt(self.var_pooled_)
         s = (y - mean) / sd
-        ratio = np.sqrt(self.delta_star_[target] / self.delta_star_[sites])
-        harmonised = self.gamma_star_[target] + (s - self.gamma_star_[sites]) * ratio
+        ratio = np.sqrt(self.delta_hat_[target] / self.delta_star_[sites])
+        harmonised = self.gamma_hat_[target] + (s - self.gamma_star_[sites]) * ratio
         same = sites == target
         harmonised[same] = s[same]  # the target's own images, exactly
         return harmonised * sd + mean

@@ -64,6 +64,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from neurodiff.base import Estimator
+from neurodiff.data.covariates import category_key
 from neurodiff.nets.diffae_blocks import zero_module
 from neurodiff.training import EMA, TensorData, resolve_device, seed_everything
 from neurodiff.training.data import epoch_order, iterate_batches
@@ -308,10 +309,11 @@ class StyleEncodingGAN(Estimator):
         return x.clamp(0.0, 1.0)
 
     def _site_index(self, site: Any, argument: str = "target_site") -> int:
-        site = str(site)
-        if site not in self.sites_:
+        """Sites compare as the covariate encodings compare them (site 1 and 1.0 alike, spaces trimmed)."""
+        keys = [category_key(s) for s in self.sites_]  # models saved before the keys were normalised too
+        if category_key(site) not in keys:
             raise ValueError(f"unknown {argument} {site!r}; the model was trained on the sites {self.sites_}")
-        return self.sites_.index(site)
+        return keys.index(category_key(site))
 
     # ------------------------------------------------------------------ networks
     def _n_down(self) -> tuple[int, int]:
@@ -348,7 +350,7 @@ class StyleEncodingGAN(Estimator):
             raise ValueError(f"covariates has no 'site' column (columns: {list(covariates.columns)})")
         if covariates["site"].isna().any():
             raise ValueError("covariates column 'site' has missing values")
-        site_labels = covariates["site"].astype(str).to_numpy()
+        site_labels = np.array([category_key(v) for v in covariates["site"]], dtype=object)
         self.sites_ = sorted(set(site_labels))
         if len(self.sites_) < 2:
             raise ValueError(f"need images from at least 2 sites to learn site styles, got only {self.sites_}")

@@ -85,6 +85,7 @@ def apply(
     Example:  neurodiff harmonize apply --model ddae-model --manifest cohort/manifest.csv --target-site site0 --out harmonised
     """
     from neurodiff.atomic import atomic_dir
+    from neurodiff.data.covariates import category_key
     from neurodiff.data.image_manifest import image_stem, load_images, read_manifest, resolve_paths, save_like
     from neurodiff.methods.harmonization import DisentangledDiffAE
 
@@ -97,7 +98,7 @@ def apply(
                     raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
                 setattr(ddae, name, value)
         frame = read_manifest(manifest, required=("subject_id", "path", *ddae.covariates))
-        if str(target_site) not in ddae.sites:
+        if category_key(target_site) not in ddae.sites:  # as the model compares sites (" 1 " is "1")
             raise ValueError(f"--target-site {target_site!r} was not seen in training; known sites: "
                              f"{', '.join(ddae.sites)}")
         images, _ = load_images(frame, progress=True)

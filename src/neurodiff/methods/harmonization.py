@@ -79,7 +79,8 @@ class DisentangledDiffAE(DiffusionAutoencoder):
     adversarial_weight:
         Weight of the adversarial site loss on z_υ (0: none, the paper's model).
     inversion_steps, render_steps:
-        DDIM steps of the inversion and of the rendering in :meth:`transform`.
+        DDIM steps of the inversion and of the rendering in :meth:`transform` (None: 50, or T when the
+        model has fewer diffusion steps).
     """
 
     def __init__(
@@ -87,8 +88,8 @@ class DisentangledDiffAE(DiffusionAutoencoder):
         *,
         covariates: Sequence[str] = COVARIATES,
         adversarial_weight: float = 0.0,
-        inversion_steps: int = 50,
-        render_steps: int = 50,
+        inversion_steps: int | None = None,
+        render_steps: int | None = None,
         **params: Any,
     ):
         params.setdefault("latent_covariates", tuple(covariates))
@@ -119,8 +120,7 @@ class DisentangledDiffAE(DiffusionAutoencoder):
         if "site" not in self.covariates:
             raise ValueError(f"DDAE's known-variance covariates must include 'site', got {list(self.covariates)}")
         self.latent_covariates = tuple(self.covariates)
-        if images is None:
-            manifest, images = self._read(manifest)
+        manifest, images = self._manifest_and_images(manifest, images)
         sites = manifest["site"].map(category_key)  # as the encoding will see them: " a" is "a"
         if sites.nunique() < 2:
             raise ValueError(f"harmonisation needs images from at least two sites; the manifest has only "
@@ -157,14 +157,14 @@ class DisentangledDiffAE(DiffusionAutoencoder):
     def transform(self, images: Any, covariates: pd.DataFrame, target_site: str) -> np.ndarray:
         """Images (N, 1, …) in [0, 1] as if acquired at `target_site` (a site seen in training)."""
         self._check_fitted()
-        target_site = str(target_site)
+        target_site = category_key(target_site)  # as the encoding compares sites: 1 and 1.0 alike
         if target_site not in self.sites:
             raise ValueError(f"target site {target_site!r} was not seen in training; known sites: "
                              f"{', '.join(self.sites)}")
         z = self.encode(images, covariates)
         z_target = self.encode(images, self.latent_encoding_.with_values(covariates, site=target_site))
-        x_T = self.encode_stochastic(images, z, steps=self.inversion_steps)
-        return self.render(x_T, z_target, steps=self.render_steps)
+        x_T = self.encode_stochastic(images, z, steps=self.diffusion_.default_steps(self.inversion_steps, 50))
+        return self.render(x_T, z_target, steps=self.diffusion_.default_steps(self.render_steps, 50))
 
     def _rebuild(self, statistics, arrays):
         self.latent_covariates = tuple(self.covariates)
