@@ -182,3 +182,33 @@ def test_ddim_from_an_intermediate_step_maps_noised_data_back_to_the_data(diffae
                                diffae.ddim_sample(oracle, x_T=x_T, steps=20))
     with pytest.raises(ValueError, match="start must be"):
         diffae.ddim_sample(oracle, x_T=x_T, start=1000, steps=20)
+
+
+def test_step_counts_accept_numpy_integers_and_refuse_zero_and_bools():
+    import numpy as np
+
+    d = Diffusion.from_schedule("linear", 50)
+    assert d.ddim_timesteps(np.int64(10)) == d.ddim_timesteps(10)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    net = lambda x, t: 0.1 * x
+    assert d.ddim_sample(net, x_T=x, steps=np.int32(5), start=np.int64(20)).shape == x.shape
+    for bad in (True, 0, 51, 2.0):
+        with pytest.raises(ValueError, match=r"DDIM steps must be an integer in \[1, 50\]"):
+            d.ddim_timesteps(bad)
+    # 0 is an invalid count, not "all T steps" (None is)
+    with pytest.raises(ValueError, match=r"got 0"):
+        d.ddim_invert(net, x, steps=0)
+    calls = []
+    d.ddim_invert(lambda x, t: calls.append(1) or 0.1 * x, x, steps=None)
+    assert len(calls) == 50
+
+
+def test_default_step_counts_are_capped_at_T_explicit_ones_are_not():
+    d = Diffusion.from_schedule("linear", 10)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    net = lambda x, t: 0.1 * x
+    assert d.render(net, x).shape == x.shape  # default min(20, T) = 10 steps
+    assert d.ddim_sample(net, x_T=x).shape == x.shape
+    assert d.default_steps(None, 20) == 10 and d.default_steps(None, 5) == 5 and d.default_steps(30, 20) == 30
+    with pytest.raises(ValueError, match=r"\[1, 10\], got 20"):
+        d.render(net, x, steps=20)

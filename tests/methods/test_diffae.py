@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from neurodiff.evaluation.image_quality import psnr
 from neurodiff.methods.diffae import PRESETS, DiffusionAutoencoder
@@ -116,3 +117,126 @@ def test_presets():
     assert quick.max_steps == 10 and quick.augment is False
     with pytest.raises(ValueError, match="unknown preset"):
         DiffusionAutoencoder.preset("fast")
+
+
+# ---------------------------------------------------------------- small random cohorts (16×16 / 8³, seconds)
+SMALL = dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), head_channels=8,
+             latent_dim=8, timesteps=50, lr=1e-3, ema_decay=None, batch_size=4, dropout=0.0, progress=False,
+             sensitivity_every=0)
+
+
+def _random_cohort(n=4, size=16, dims=2, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 1, (n, 1) + (size,) * dims).astype(np.float32)
+    frame = pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "path": [f"s{i}.nii.gz" for i in range(n)],
+                          "age": rng.uniform(50, 80, n).round(1), "sex": ["M", "F"] * (n // 2),
+                          "site": ["a", "b"] * (n // 2), "group": ["control"] * n})
+    return frame, images
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_augmentation_mirrors_left_right_the_first_spatial_axis(dims, monkeypatch):
+    """The images hold left → right along their first spatial axis (dim 2), in 2D and 3D."""
+    from neurodiff.diffusion import Diffusion
+
+    frame, _ = _random_cohort(4, dims=dims)
+    size = 16 if dims == 2 else 8
+    images = np.zeros((4, 1) + (size,) * dims, np.float32)
+    images[:, :, : size // 4, : size // 2] = 1.0  # a block on the left, asymmetric along every axis
+    seen = []
+    loss = Diffusion.loss
+    monkeypatch.setattr(Diffusion, "loss", lambda self, net, x0, *a, **k: seen.append(x0.clone()) or
+                        loss(self, net, x0, *a, **k))
+    DiffusionAutoencoder(**SMALL, max_steps=4, augment=True).fit(frame, images)
+    x = torch.as_tensor(images[:1]) * 2 - 1
+    seen = torch.cat(seen)
+    flipped = (seen == x.flip(2)).flatten(1).all(1)
+    unflipped = (seen == x).flatten(1).all(1)
+    assert bool((flipped | unflipped).all())  # nothing else: no anterior–posterior or superior–inferior flip
+    assert 0 < int(flipped.sum()) < len(seen)
+
+
+def test_resaving_a_loaded_model_keeps_its_training_summary(tmp_path):
+    frame, images = _random_cohort()
+    model = DiffusionAutoencoder(**{**SMALL, "sensitivity_every": 1}, max_steps=2).fit(frame, images)
+    model.save(tmp_path / "first")
+    loaded = DiffusionAutoencoder.load(tmp_path / "first")
+    loaded.save(tmp_path / "second")
+    again = DiffusionAutoencoder.load(tmp_path / "second")
+    assert again.training_summary_ == loaded.training_summary_
+    assert again.training_summary_["steps"] == 2
+    assert [e["step"] for e in again.training_summary_["latent_sensitivity"]] == [1, 2]
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _KilledAtStep(DiffusionAutoencoder):
+    """Dies while computing the loss of training step `kill_at` (as a killed process would)."""
+
+    kill_at = 4
+
+    def _loss(self, net, batch, generator):
+        self._calls = getattr(self, "_calls", 0) + 1
+        if self._calls == self.kill_at:
+            raise _Killed
+        return super()._loss(net, batch, generator)
+
+
+@pytest.mark.parametrize("interruption", ["killed", "finished then continued"])
+def test_a_resumed_run_has_the_latent_sensitivity_log_of_an_uninterrupted_one(interruption, tmp_path):
+    frame, images = _random_cohort()
+    params = dict(SMALL, sensitivity_every=1, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
+    if interruption == "killed":  # checkpoint at step 2, killed in step 4: step 3's entry was only in memory
+        with pytest.raises(_Killed):
+            _KilledAtStep(**params, max_steps=6).fit(frame, images)
+    else:
+        DiffusionAutoencoder(**params, max_steps=2).fit(frame, images)
+    resumed = DiffusionAutoencoder(**params, max_steps=6).fit(frame, images)
+    straight = DiffusionAutoencoder(**{**params, "checkpoint_dir": None}, max_steps=6).fit(frame, images)
+    assert resumed.history_["resumed_at_step"] == 2
+    log, expected = resumed.history_["latent_sensitivity"], straight.history_["latent_sensitivity"]
+    assert [e["step"] for e in log] == [e["step"] for e in expected] == [1, 2, 3, 4, 5, 6]
+    assert [e["value"] for e in log] == pytest.approx([e["value"] for e in expected], rel=1e-6, abs=1e-12)
+    assert "latent_sensitivity" not in resumed.history_["metrics"]
+
+
+def test_default_step_counts_fit_a_model_with_few_diffusion_steps():
+    frame, images = _random_cohort()
+    model = DiffusionAutoencoder(**{**SMALL, "timesteps": 10}, max_steps=1).fit(frame, images)
+    z = model.encode(images)
+    x_T = model.encode_stochastic(images, z)  # min(250, 10) steps
+    assert model.render(x_T, z).shape == images.shape  # min(20, 10)
+    assert model.reconstruct(images).shape == images.shape  # min(100, 10), min(20, 10)
+    with pytest.raises(ValueError, match=r"\[1, 10\], got 11"):  # an explicit count above T stays an error
+        model.encode_stochastic(images, z, steps=11)
+    with pytest.raises(ValueError, match=r"\[1, 10\], got 11"):
+        model.reconstruct(images, render_steps=11)
+
+
+def test_latent_counts_and_noise_shapes_are_checked():
+    frame, images = _random_cohort()
+    model = DiffusionAutoencoder(**SMALL, max_steps=1).fit(frame, images)
+    z = model.encode(images)
+    with pytest.raises(ValueError, match=r"one latent per image: 4 images but latents shaped \(3, 8\)"):
+        model.encode_stochastic(images, z[:-1], steps=2)
+    with pytest.raises(ValueError, match=r"4 images but latents shaped \(8, 8\)"):
+        model.encode_stochastic(images, np.concatenate([z, z]), steps=2)
+    with pytest.raises(ValueError, match=r"x_T must be shaped \(N, 1, 16, 16\).*got \(4, 1, 32, 32\)"):
+        model.render(np.zeros((4, 1, 32, 32), np.float32), z, steps=2)
+    with pytest.raises(ValueError, match=r"4 noise maps but latents shaped \(3, 8\)"):
+        model.render(np.zeros((4, 1, 16, 16), np.float32), z[:3], steps=2)
+
+
+def test_fit_takes_a_manifest_file_with_its_images_in_memory(tmp_path):
+    frame, images = _random_cohort()
+    frame.to_csv(tmp_path / "manifest.csv", index=False)
+    params = dict(SMALL, max_steps=1, encoder_covariates=("age",))
+    from_file = DiffusionAutoencoder(**params).fit(tmp_path / "manifest.csv", images)
+    from_frame = DiffusionAutoencoder(**params).fit(frame, images)
+    np.testing.assert_allclose(from_file.encode(images, frame), from_frame.encode(images, frame), atol=1e-6)
+    with pytest.raises(ValueError, match="3 images but 4 manifest rows"):
+        DiffusionAutoencoder(**params).fit(str(tmp_path / "manifest.csv"), images[:3])
+    with pytest.raises(ValueError, match="3 images but 4 manifest rows"):
+        DiffusionAutoencoder(**params).fit(frame, images[:3])

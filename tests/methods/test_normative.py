@@ -133,3 +133,46 @@ def test_bad_hyperparameters_are_errors(cohort):
         NormativeDiffAE(**TINY, calibration_fraction=1.5).fit(frame[controls], images[controls])
     with pytest.raises(ValueError, match="unknown preset"):
         NormativeDiffAE.preset("huge")
+
+
+def _random_controls(n=4, size=16, seed=0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 1, (n, 1, size, size)).astype(np.float32)
+    frame = pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "path": [f"s{i}.nii.gz" for i in range(n)],
+                          "age": rng.uniform(50, 80, n).round(1), "group": ["control"] * n})
+    return frame, images
+
+
+SMALL = dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), head_channels=8,
+             latent_dim=9, lr=1e-3, ema_decay=None, batch_size=4, dropout=0.0, progress=False, sensitivity_every=0,
+             calibration_fraction=0, max_steps=1)
+
+
+def test_deviation_maps_use_the_fitted_schedule_not_the_timesteps_hyperparameter():
+    """set_params(timesteps=…) after fitting sets the next fit's T; it changes nothing of the fitted model."""
+    frame, images = _random_controls()
+    model = NormativeDiffAE(**SMALL, timesteps=40, deviation_steps=10).fit(frame, images)
+    maps, _ = model.deviation_maps(images[:2], frame.iloc[:2])
+    model.set_params(timesteps=400)
+    again, _ = model.deviation_maps(images[:2], frame.iloc[:2])
+    np.testing.assert_array_equal(again, maps)
+
+
+def test_default_deviation_steps_are_capped_at_T_explicit_ones_are_not():
+    frame, images = _random_controls()
+    model = NormativeDiffAE(**SMALL, timesteps=40).fit(frame, images)  # T = 40 < the 50 default DDIM steps
+    assert model.deviation_steps is None
+    maps, healthy = model.deviation_maps(images[:2], frame.iloc[:2])  # min(50, T) = 40 steps
+    assert maps.shape == healthy.shape == images[:2].shape
+    model.set_params(deviation_steps=41)
+    with pytest.raises(ValueError, match=r"\[1, 40\], got 41"):
+        model.deviation_maps(images[:2], frame.iloc[:2])
+
+
+def test_fit_takes_a_manifest_file_with_its_images_in_memory(tmp_path):
+    frame, images = _random_controls()
+    frame.to_csv(tmp_path / "manifest.csv", index=False)
+    model = NormativeDiffAE(**SMALL, timesteps=20).fit(tmp_path / "manifest.csv", images)
+    assert model.n_controls_ == 4 and model.score(images, frame).shape == (4, len(SCORE_COLUMNS))

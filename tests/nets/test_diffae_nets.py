@@ -113,3 +113,15 @@ def test_latent_sensitivity_is_zero_when_the_latent_is_ignored():
         if isinstance(block, ResBlock):
             torch.nn.init.zeros_(block.latent_proj.weight)
     assert latent_sensitivity(net, x, t, z) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_unet_runs_with_bf16_weights_and_under_bf16_autocast():
+    torch.manual_seed(0)
+    unet = DiffAEUNet(2, **TINY, attention_resolutions=(8,), image_size=16, latent_dim=6)
+    x, t, z = torch.randn(2, 1, 16, 16), torch.tensor([1, 7]), torch.randn(2, 6)
+    reference = unet(x, t, z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert unet(x, t, z).dtype == torch.bfloat16
+    unet.to(torch.bfloat16)  # the sinusoidal time embedding (float32) takes the weights' dtype
+    out = unet(x.bfloat16(), t, z.bfloat16())
+    assert out.dtype == torch.bfloat16 and out.shape == reference.shape and torch.isfinite(out).all()

@@ -23,6 +23,7 @@ Samplers:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -180,10 +181,14 @@ class Diffusion:
 
     # ------------------------------------------------------------------ samplers
     def ddim_timesteps(self, steps: int) -> list[int]:
-        """The `steps` step indices DDIM visits, ascending: evenly spaced, always 0 and T-1 (steps ≥ 2)."""
+        """The `steps` step indices DDIM visits, ascending: evenly spaced, always 0 and T-1 (steps ≥ 2).
+
+        `steps` is any integer (Python or NumPy, not a bool) in [1, T]; anything else is a ValueError.
+        """
         T = self.num_timesteps
-        if not isinstance(steps, int) or not 1 <= steps <= T:
+        if not _is_integer(steps) or not 1 <= steps <= T:
             raise ValueError(f"DDIM steps must be an integer in [1, {T}], got {steps!r}")
+        steps = int(steps)
         if steps == 1:
             return [T - 1]
         return sorted({int(round(v)) for v in np.linspace(0, T - 1, steps)})
@@ -237,7 +242,7 @@ class Diffusion:
         shape: Sequence[int] | None = None,
         cond: Any = None,
         *,
-        steps: int = 20,
+        steps: int | None = None,
         eta: float = 0.0,
         x_T: torch.Tensor | None = None,
         start: int | None = None,
@@ -250,6 +255,8 @@ class Diffusion:
     ) -> torch.Tensor:
         """DDIM sampling with `steps` network evaluations and stochasticity `eta` (0 = deterministic).
 
+        `steps` defaults to min(20, T); an explicit value outside [1, T] is a ValueError.
+
         `start` (default T − 1): the step `x_T` is at, e.g. an image noised to step `start` by
         :meth:`q_sample` (SDEdit-style partial denoising); only the visited steps below it follow.
 
@@ -260,10 +267,12 @@ class Diffusion:
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         x = self._initial_noise(net, shape, x_T, generator, device, dtype)
+        steps = self.default_steps(steps, 20)
         taus = self.ddim_timesteps(steps)
         if start is not None:
-            if not isinstance(start, int) or not 0 <= start < self.num_timesteps:
+            if not _is_integer(start) or not 0 <= start < self.num_timesteps:
                 raise ValueError(f"start must be an integer step in [0, {self.num_timesteps - 1}], got {start!r}")
+            start = int(start)
             taus = sorted({tau for tau in taus if tau < start} | {start})
         for i in tqdm(range(len(taus) - 1, -1, -1), desc=f"DDIM-{steps}", disable=not progress, leave=False):
             t = torch.full((x.shape[0],), taus[i], device=x.device, dtype=torch.long)
@@ -296,14 +305,14 @@ class Diffusion:
         backwards, so ``render(net, ddim_invert(net, x0, c, steps=S), c, steps=S) ≈ x0``.
 
         Each step evaluates ε at the point it leaves (as DiffAE does), while :meth:`render` evaluates
-        it at the point it arrives from; the mismatch is small with many steps (default: all T) and
-        grows with few. ``refine=k`` corrects each step with k fixed-point iterations that
+        it at the point it arrives from; the mismatch is small with many steps (default, ``None``: all
+        T; an explicit value must lie in [1, T], so 0 is a ValueError) and grows with few. ``refine=k`` corrects each step with k fixed-point iterations that
         re-evaluate ε at the arrival point, making the inversion the exact inverse of the
         rendering (k more network calls per step; 2–5 suffice for a smooth network).
         """
         if refine < 0:
             raise ValueError(f"refine must be >= 0, got {refine}")
-        taus = self.ddim_timesteps(steps or self.num_timesteps)
+        taus = self.ddim_timesteps(self.num_timesteps if steps is None else steps)
         x = x0
         for i in tqdm(range(len(taus)), desc="DDIM inversion", disable=not progress, leave=False):
             a_from = self._alpha_bar_at(taus[i - 1] if i > 0 else -1)
@@ -324,12 +333,22 @@ class Diffusion:
         return math.sqrt(a_to) * x0_hat + math.sqrt(1 - a_to) * eps
 
     def render(
-        self, net: Network, x_T: torch.Tensor, cond: Any = None, *, steps: int = 20, progress: bool = False
+        self, net: Network, x_T: torch.Tensor, cond: Any = None, *, steps: int | None = None, progress: bool = False
     ) -> torch.Tensor:
-        """Deterministic decoding x_T → x0 (DiffAE's ``render``): DDIM with η = 0 from the given x_T."""
+        """Deterministic decoding x_T → x0 (DiffAE's ``render``): DDIM with η = 0 from the given x_T.
+
+        `steps` defaults to min(20, T).
+        """
         return self.ddim_sample(net, cond=cond, steps=steps, eta=0.0, x_T=x_T, progress=progress)
 
     # ------------------------------------------------------------------ helpers
+    def default_steps(self, steps: int | None, default: int) -> int:
+        """`steps`, or when it is None the default capped at T: min(default, T).
+
+        Only the default is capped: an explicit count above T stays an error (of :meth:`ddim_timesteps`).
+        """
+        return min(default, self.num_timesteps) if steps is None else steps
+
     @staticmethod
     def _initial_noise(
         net: Network,
@@ -355,3 +374,8 @@ def _device_and_dtype(net: Network) -> tuple[torch.device, torch.dtype]:
         for p in net.parameters():
             return p.device, p.dtype
     return torch.device("cpu"), torch.get_default_dtype()
+
+
+def _is_integer(value: Any) -> bool:
+    """An integer, Python's or NumPy's (numbers.Integral), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -7,8 +7,8 @@ gives the verbs:
 
 >>> model = DiffusionAutoencoder.preset("quick").fit("cohort/manifest.csv")
 >>> z = model.encode(images)                         # (N, latent_dim)
->>> x_T = model.encode_stochastic(images, z)          # deterministic DDIM inversion
->>> again = model.render(x_T, z, steps=20)            # ≈ images
+>>> x_T = model.encode_stochastic(images, z)          # deterministic DDIM inversion (min(250, T) steps)
+>>> again = model.render(x_T, z)                      # ≈ images (min(20, T) steps)
 >>> model.reconstruct(images)                         # encode → invert → render
 >>> model.save("model-dir"); DiffusionAutoencoder.load("model-dir")
 
@@ -17,9 +17,14 @@ images`` and ``neurodiff preprocess`` write them), scaled to [-1, 1] inside. Cov
 manifest's columns (a DataFrame with one row per image), encoded by a
 :class:`~neurodiff.data.covariates.CovariateEncoding` fitted on the training rows.
 
+The verbs' step counts default to None: min(250, T) for the inversion, min(20, T) for the rendering
+(reconstruct: min(100, T) and min(20, T)), so that a model trained with few diffusion steps T works with
+the defaults; an explicit count above T is an error.
+
 Training logs, every `sensitivity_every` steps, how much the noise prediction depends on the
 latent (:func:`~neurodiff.nets.diffusion_autoencoder.latent_sensitivity`): the guard against the
-known failure in which the decoder learns to ignore its latent.
+known failure in which the decoder learns to ignore its latent. The log is part of the trainer's
+checkpointed history, so a run resumed from a checkpoint keeps the entries from before the interruption.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from neurodiff.diffusion import Diffusion
 from neurodiff.nets.diffae_unet import CovariateEncoder, DiffAEUNet, SemanticEncoder
 from neurodiff.nets.diffusion_autoencoder import DiffusionAutoencoderNet, latent_sensitivity
 from neurodiff.training import TensorData, Trainer, resolve_device, seed_everything
+from neurodiff.training.checkpoint import CHECKPOINT_NAME
 
 #: The brain-slice recipe of METHODS.md §2 ("paper"), a CPU-minutes size for 64×64 slices ("quick")
 #: and one for small volumes, e.g. 32³ ("quick3d": about 2 s per step on 2 CPU cores, 8 min in all;
@@ -86,7 +92,9 @@ class DiffusionAutoencoder(Estimator):
     lr, ema_decay, batch_size, max_steps:
         Training (Adam).
     augment:
-        Random left–right flips during training (off by default).
+        Random left–right flips during training (off by default): each image is mirrored, with
+        probability 1/2, along its first spatial axis (array dimension 2 of (N, 1, H, W) and
+        (N, 1, D, H, W)), which holds left → right in the project's images.
     sensitivity_every:
         Log the latent sensitivity every this many steps (0: never).
     checkpoint_dir, checkpoint_every, resume:
@@ -163,11 +171,31 @@ class DiffusionAutoencoder(Estimator):
         return cls(**{**PRESETS[name], **params})
 
     # ------------------------------------------------------------------ data
+    def _manifest_and_images(self, manifest: pd.DataFrame | str | Path, images: Any = None
+                             ) -> tuple[pd.DataFrame, Any]:
+        """What `fit` takes, as (manifest rows, images): a manifest file alone (its images loaded), a frame
+        with its images, or a manifest file with its images already in memory (the file's rows, read and
+        checked as :meth:`_read` does, are the images' rows)."""
+        if images is None:
+            return self._read(manifest)
+        if isinstance(manifest, (str, Path)):
+            frame = read_manifest(manifest, required=self._needed_columns(), check_images=False)
+        elif isinstance(manifest, pd.DataFrame):
+            frame = manifest
+        else:
+            raise TypeError(f"the manifest must be a CSV path or a DataFrame, got {type(manifest).__name__}")
+        n = len(images)
+        if len(frame) != n:
+            raise ValueError(f"{n} images but {len(frame)} manifest rows: give one row per image")
+        return frame, images
+
+    def _needed_columns(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(("subject_id", "path", *self.encoder_covariates, *self.latent_covariates)))
+
     def _read(self, manifest: pd.DataFrame | str | Path) -> tuple[pd.DataFrame, np.ndarray]:
         """The manifest (checked) and its images (N, 1, *spatial) in [0, 1]."""
-        needed = ("subject_id", "path", *self.encoder_covariates, *self.latent_covariates)
         if isinstance(manifest, (str, Path)):
-            frame = read_manifest(manifest, required=tuple(dict.fromkeys(needed)))
+            frame = read_manifest(manifest, required=self._needed_columns())
         else:
             frame = manifest
             if "resolved_path" not in frame.columns:
@@ -209,11 +237,9 @@ class DiffusionAutoencoder(Estimator):
 
     # ------------------------------------------------------------------ fit
     def fit(self, manifest: pd.DataFrame | str | Path, images: Any = None) -> DiffusionAutoencoder:
-        """Train on every image of `manifest` (a CSV path, or a frame with its `images` given)."""
-        if images is None:
-            frame, images = self._read(manifest)
-        else:
-            frame = manifest
+        """Train on every image of `manifest`: a CSV path (its images are loaded, or given as `images`,
+        one per row), or a frame with its `images` given."""
+        frame, images = self._manifest_and_images(manifest, images)
         x = self._check_images(images, fitted=False, frame=frame)
         if len(x) < 2:
             raise ValueError(f"need at least two images to train on, got {len(x)}")
@@ -230,19 +256,32 @@ class DiffusionAutoencoder(Estimator):
         if lat_cov is not None:
             tensors["lat_cov"] = lat_cov
         data = TensorData(**tensors)
-        sensitivity: list[dict[str, float]] = []
         probe = {k: v[: min(8, len(x))] for k, v in tensors.items()}
+        log = self._sensitivity_logger(net, probe)
         trainer = Trainer(
             max_steps=self.max_steps, batch_size=min(self.batch_size, len(x)), lr=self.lr, ema_decay=self.ema_decay,
             checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every, resume=self.resume,
             seed=self.seed, device=self.device, precision=self.precision, progress=self.progress,
-            description="DiffAE", on_step=self._sensitivity_logger(net, probe, sensitivity),
+            description="DiffAE", on_step=log.on_step if log else None,
         )
-        result = trainer.fit(net, self._loss, data)
+        result = trainer.fit(net, log.wrap(self._loss) if log else self._loss, data)
         self.net_, self.history_ = result.model.eval(), result.history
-        self.history_["latent_sensitivity"] = sensitivity
+        self.history_["latent_sensitivity"] = log.finish(self.history_) if log else []
         self.is_fitted_ = True
         return self
+
+    def _checkpoint_step(self) -> int:
+        """The step the trainer will resume from (0 when it starts afresh): read without loading the tensors."""
+        if self.checkpoint_dir is None or not self.resume:
+            return 0
+        path = Path(self.checkpoint_dir) / CHECKPOINT_NAME
+        if not path.exists():
+            return 0
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return int(state["position"]["step"])
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint: the trainer reports it
+            return 0
 
     def _build(self) -> DiffusionAutoencoderNet:
         spatial_dims, size = len(self.image_shape_) - 1, min(self.image_shape_[1:])
@@ -269,7 +308,8 @@ class DiffusionAutoencoder(Estimator):
         x0 = batch["x"]
         if self.augment:
             flip = torch.rand(len(x0), generator=generator, device=x0.device) < 0.5
-            x0 = torch.where(_per_image(flip, x0), x0.flip(-1), x0)
+            # the first spatial axis (dim 2) holds left → right: a left–right mirror image
+            x0 = torch.where(_per_image(flip, x0), x0.flip(2), x0)
         z = net.latent(x0, batch.get("enc_cov"), batch.get("lat_cov"))
         return self._latent_loss(net, batch, z, self.diffusion_.loss(net, x0, z, generator=generator))
 
@@ -277,24 +317,23 @@ class DiffusionAutoencoder(Estimator):
         """The training loss given the diffusion loss (extension point: add terms on the latent)."""
         return diffusion_loss
 
-    def _sensitivity_logger(self, net, probe, log):
-        """An on_step hook: every `sensitivity_every` steps, the latent sensitivity on a fixed probe batch."""
+    def _sensitivity_logger(self, net, probe) -> _SensitivityLog | None:
+        """Every `sensitivity_every` steps, the latent sensitivity on a fixed probe batch (None: not logged)."""
         if not self.sensitivity_every or len(probe["x"]) < 2:
             return None
         noise = torch.randn(probe["x"].shape, generator=torch.Generator().manual_seed(self.seed + 7))
-        t = torch.full((len(probe["x"]),), self.timesteps // 2, dtype=torch.long)
+        t = torch.full((len(probe["x"]),), self.diffusion_.num_timesteps // 2, dtype=torch.long)
 
-        def hook(position, loss):
-            if position.step % self.sensitivity_every:
-                return
+        def measure() -> float:
             device = next(net.parameters()).device
             p = {k: v.to(device) for k, v in probe.items()}
-            with torch.no_grad():
+            # in float32 and without gradients, also when called inside the trainer's autocast
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
                 z = net.latent(p["x"], p.get("enc_cov"), p.get("lat_cov"))
                 x_t = self.diffusion_.q_sample(p["x"], t.to(device), noise.to(device))
-            log.append({"step": position.step, "value": latent_sensitivity(net, x_t, t.to(device), z)})
+                return latent_sensitivity(net, x_t, t.to(device), z)
 
-        return hook
+        return _SensitivityLog(measure, self.sensitivity_every, self._checkpoint_step())
 
     # ------------------------------------------------------------------ the DiffAE verbs
     @torch.no_grad()
@@ -307,27 +346,46 @@ class DiffusionAutoencoder(Estimator):
                              len(x))
 
     @torch.no_grad()
-    def encode_stochastic(self, images: Any, latent: Any, *, steps: int = 250) -> np.ndarray:
-        """x_T by deterministic DDIM inversion of images in [0, 1] under their latents."""
+    def encode_stochastic(self, images: Any, latent: Any, *, steps: int | None = None) -> np.ndarray:
+        """x_T by deterministic DDIM inversion of images in [0, 1] under their latents (one per image).
+
+        `steps`: DDIM steps, by default (None) min(250, T); an explicit value must lie in [1, T].
+        """
         self._check_fitted()
         x, z = self._check_images(images), _tensor(latent)
+        if z.ndim != 2 or len(z) != len(x):
+            raise ValueError(f"give one latent per image: {len(x)} images but latents shaped {tuple(z.shape)} "
+                             f"(expected ({len(x)}, latent size))")
+        steps = self.diffusion_.default_steps(steps, 250)
         return self._batched(
             lambda s, d: self.diffusion_.ddim_invert(self.net_, x[s].to(d) * 2 - 1, z[s].to(d), steps=steps), len(x))
 
     @torch.no_grad()
-    def render(self, x_T: Any, latent: Any, *, steps: int = 20) -> np.ndarray:
-        """Decode x_T under the latents with deterministic DDIM; images in [0, 1]."""
+    def render(self, x_T: Any, latent: Any, *, steps: int | None = None) -> np.ndarray:
+        """Decode x_T (N, *image shape) under the latents with deterministic DDIM; images in [0, 1].
+
+        `steps`: DDIM steps, by default (None) min(20, T); an explicit value must lie in [1, T].
+        """
         self._check_fitted()
         x_T, z = _tensor(x_T), _tensor(latent)
-        if len(x_T) != len(z):
-            raise ValueError(f"{len(x_T)} noise maps but {len(z)} latents")
+        if x_T.ndim < 1 or tuple(x_T.shape[1:]) != tuple(self.image_shape_):
+            raise ValueError(f"x_T must be shaped (N, {', '.join(map(str, self.image_shape_))}) like the model's "
+                             f"images, got {tuple(x_T.shape)}")
+        if z.ndim != 2 or len(x_T) != len(z):
+            raise ValueError(f"{len(x_T)} noise maps but latents shaped {tuple(z.shape)}: give one latent per map")
+        steps = self.diffusion_.default_steps(steps, 20)
         out = self._batched(lambda s, d: self.diffusion_.render(self.net_, x_T[s].to(d), z[s].to(d), steps=steps),
                             len(x_T))
         return np.clip((out + 1) / 2, 0.0, 1.0)
 
-    def reconstruct(self, images: Any, covariates: pd.DataFrame | None = None, *, inversion_steps: int = 100,
-                    render_steps: int = 20) -> np.ndarray:
-        """encode → encode_stochastic → render: the autoencoder's reconstruction, in [0, 1]."""
+    def reconstruct(self, images: Any, covariates: pd.DataFrame | None = None, *, inversion_steps: int | None = None,
+                    render_steps: int | None = None) -> np.ndarray:
+        """encode → encode_stochastic → render: the autoencoder's reconstruction, in [0, 1].
+
+        Steps by default (None): min(100, T) for the inversion, min(20, T) for the rendering.
+        """
+        self._check_fitted()
+        inversion_steps = self.diffusion_.default_steps(inversion_steps, 100)
         z = self.encode(images, covariates)
         return self.render(self.encode_stochastic(images, z, steps=inversion_steps), z, steps=render_steps)
 
@@ -346,13 +404,17 @@ class DiffusionAutoencoder(Estimator):
 
     def _fitted_statistics(self):
         history = self.history_ or {}
+        training = ({"steps": len(history.get("loss", [])), "seconds": history.get("seconds"),
+                     "latent_sensitivity": history.get("latent_sensitivity")}
+                    if self.history_ is not None
+                    # a loaded model saved again (no new training): the summary it was loaded with
+                    else getattr(self, "training_summary_", None))
         stats = {
             "image_shape": list(self.image_shape_),
             "encoder_covariates": self.encoder_encoding_.to_dict() if self.encoder_encoding_ else None,
             "latent_covariates": self.latent_encoding_.to_dict() if self.latent_encoding_ else None,
             "schedule": self.diffusion_.schedule,
-            "training": {"steps": len(history.get("loss", [])), "seconds": history.get("seconds"),
-                         "latent_sensitivity": history.get("latent_sensitivity")},
+            "training": training,
         }
         return stats, {}
 
@@ -364,6 +426,51 @@ class DiffusionAutoencoder(Estimator):
         self.net_ = self._build()
         self.history_ = None
         self.training_summary_ = statistics["training"]
+
+
+class _SensitivityLog:
+    """The latent-sensitivity log of a training run, kept in the trainer's checkpointed history.
+
+    The value for step s (the weights after s updates) is measured when the trainer computes the loss
+    of step s + 1, on those same weights, and handed to the trainer as a metric
+    (``history["metrics"]``); the checkpoint of any later step holds it, so a run resumed from step s
+    keeps the entries before s and measures step s again on the restored weights. The last step's
+    value is measured after training (:meth:`finish`), which gathers the log.
+    """
+
+    VALUE, STEP = "latent_sensitivity", "latent_sensitivity_step"
+
+    def __init__(self, measure, every: int, done: int):
+        self.measure, self.every = measure, every
+        self.done = done  # updates done: the step the run starts (or resumes) from, then on_step's
+        self.measured: int | None = None
+
+    def on_step(self, position, loss) -> None:
+        self.done = position.step
+
+    def wrap(self, loss_fn):
+        def loss_with_log(net, batch, generator):
+            step = self.done
+            value = None
+            if step > 0 and step % self.every == 0 and step != self.measured:
+                self.measured, value = step, self.measure()
+            out = loss_fn(net, batch, generator)
+            if value is None:
+                return out
+            loss, metrics = out if isinstance(out, tuple) else (out, {})
+            return loss, {**metrics, self.VALUE: value, self.STEP: step}
+
+        return loss_with_log
+
+    def finish(self, history: dict[str, Any]) -> list[dict[str, float]]:
+        """The log [{"step", "value"}, …], taken out of the history's metrics, with the last step's entry."""
+        metrics = history.get("metrics", {})
+        values, steps = metrics.pop(self.VALUE, []), metrics.pop(self.STEP, [])
+        log = {int(s): float(v) for s, v in zip(steps, values)}
+        last = len(history.get("loss", []))
+        if last > 0 and last % self.every == 0:
+            log[last] = self.measure()
+        return [{"step": s, "value": log[s]} for s in sorted(log)]
 
 
 def _fit_encoding(frame: pd.DataFrame, columns: Sequence[str]) -> CovariateEncoding | None:

@@ -24,8 +24,9 @@ with controls of your own.
 
 Deviation maps (:meth:`NormativeDiffAE.deviation_maps`): |image − healthy reconstruction|, where
 the healthy reconstruction keeps what the controls' latents can express and lets the diffusion
-redraw the rest: the image is noised to step ``deviation_noise · T`` (SDEdit), then denoised with
-DDIM under the latent projected onto the controls' principal subspace (μ_HC + P Pᵀ (z − μ_HC)).
+redraw the rest: the image is noised to step ``deviation_noise · T`` (SDEdit; T is the fitted
+model's number of diffusion steps), then denoised with DDIM under the latent projected onto the
+controls' principal subspace (μ_HC + P Pᵀ (z − μ_HC)).
 
 >>> model = NormativeDiffAE.preset("quick").fit("controls/manifest.csv")
 >>> scores = model.score(images, covariates)            # DataFrame, one row per image
@@ -70,7 +71,8 @@ class NormativeDiffAE(DiffusionAutoencoder):
         Share of the controls' latent variance kept by the projection of the deviation maps.
     deviation_noise, deviation_steps:
         Noise level (fraction of T) the image is taken to for its healthy reconstruction, and the DDIM
-        steps of the full schedule (about ``deviation_noise · deviation_steps`` are run).
+        steps of the full schedule (about ``deviation_noise · deviation_steps`` are run); None (the
+        default): min(50, T). An explicit value above T is an error.
     """
 
     def __init__(
@@ -79,7 +81,7 @@ class NormativeDiffAE(DiffusionAutoencoder):
         calibration_fraction: float = 0.2,
         healthy_variance: float = 0.95,
         deviation_noise: float = 0.5,
-        deviation_steps: int = 50,
+        deviation_steps: int | None = None,
         **params: Any,
     ):
         params.setdefault("hierarchical", True)
@@ -108,14 +110,14 @@ class NormativeDiffAE(DiffusionAutoencoder):
 
     # ------------------------------------------------------------------ fit
     def fit(self, manifest, images: Any = None) -> NormativeDiffAE:
-        """Train on the healthy controls of `manifest` (a CSV path, or a frame with its `images` given).
+        """Train on the healthy controls of `manifest` (a CSV path, its images loaded or given as
+        `images`, one per row; or a frame with its `images` given).
 
         Every row must be a control: a ``group`` column, when present, may only hold control values
         (``control``, ``hc``, ``healthy``); patients are an error, not silently dropped.
         """
         self._check_hyperparameters()
-        if images is None:
-            manifest, images = self._read(manifest)
+        manifest, images = self._manifest_and_images(manifest, images)
         frame = manifest.reset_index(drop=True)
         check_controls(frame)
         x = np.asarray(images, dtype=np.float32)
@@ -202,13 +204,16 @@ class NormativeDiffAE(DiffusionAutoencoder):
         self._check_fitted()
         x = self._check_images(images)
         z = torch.as_tensor(self.healthy_latents(self.encode(x.numpy(), covariates)))
-        start = min(self.timesteps - 1, max(1, int(round(self.deviation_noise * self.timesteps)) - 1))
+        # the fitted schedule's T, not the `timesteps` hyperparameter (which set_params may have changed)
+        T = self.diffusion_.num_timesteps
+        start = min(T - 1, max(1, int(round(self.deviation_noise * T)) - 1))
+        steps = self.diffusion_.default_steps(self.deviation_steps, 50)
         generator = torch.Generator().manual_seed(self.seed + 11)
         noise = torch.randn(x.shape, generator=generator)
         t = torch.full((len(x),), start, dtype=torch.long)
         noised = self.diffusion_.q_sample(x * 2 - 1, t, noise)
         healthy = self._batched(
-            lambda s, d: self.diffusion_.ddim_sample(self.net_, cond=z[s].to(d), steps=self.deviation_steps,
+            lambda s, d: self.diffusion_.ddim_sample(self.net_, cond=z[s].to(d), steps=steps,
                                                      x_T=noised[s].to(d), start=start), len(x))
         healthy = np.clip((healthy + 1) / 2, 0.0, 1.0)
         return np.abs(x.numpy() - healthy), healthy

@@ -20,7 +20,7 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
 
 
 class TimestepEmbedding(nn.Module):
-    """t → sinusoidal(t) → Linear → SiLU → Linear, shape (B, dim)."""
+    """t → sinusoidal(t) → Linear → SiLU → Linear, shape (B, dim), in the dtype of the Linear weights."""
 
     def __init__(self, dim: int, sinusoid_dim: int | None = None):
         super().__init__()
@@ -28,4 +28,8 @@ class TimestepEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(self.sinusoid_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(sinusoidal_embedding(t, self.sinusoid_dim))
+        # the sinusoids are computed in float32, then given the first layer's dtype, so that a network
+        # whose weights are bf16 (``net.to(torch.bfloat16)``) runs; under autocast the weights stay
+        # float32 and autocast picks the matmul's dtype as before
+        emb = sinusoidal_embedding(t, self.sinusoid_dim)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
