@@ -65,6 +65,22 @@ def test_reading_says_when_the_method_loses():
     assert "within the seeds' uncertainty" in reading(methods, HEADLINES["impute"])
 
 
+def test_site_accuracy_is_read_as_best_near_chance_and_raw_is_never_bold():
+    from neurodiff.reporting.tables import methods_table
+
+    def site(accuracy):
+        return {"site_accuracy": {"mean": accuracy, "ci95": 0.01}, "site_chance": {"mean": 0.14, "ci95": 0.0}}
+
+    # combat's 0.02 is further from chance than ddae's 0.20: site information of the other sign
+    methods = {"ddae": site(0.20), "combat": site(0.02), "raw": site(0.14)}
+    headline = HEADLINES["harmonize"]
+    text = reading(methods, headline)
+    assert "better than the best baseline, combat" in text and "raw" not in text
+    table = methods_table(methods, ["site_accuracy"], "t", headline.metrics, headline.references,
+                          unranked=headline.unranked)
+    assert "<b>0.200 ± 0.010</b>" in table and table.count("<b>") == 1
+
+
 def test_rerun_resumes_from_the_first_unfinished_stage(smoke_demo, tmp_path):
     import shutil
 

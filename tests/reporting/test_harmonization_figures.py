@@ -9,7 +9,12 @@ import types
 import numpy as np
 import pytest
 
-from neurodiff.reporting.harmonization_figures import CAPTIONS, image_grid, latent_umap, metric_bars
+from neurodiff.reporting.harmonization_figures import (
+    CAPTIONS,
+    image_grid,
+    latent_umap,
+    metric_bars,
+)
 from neurodiff.reporting.results import summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -139,3 +144,73 @@ def test_exact_neighbours_match_a_brute_force_search():
     expected_distances, expected = NearestNeighbors(n_neighbors=7).fit(latents).kneighbors(latents)
     assert (neighbours[:, 0] == np.arange(50)).all() and np.allclose(distances[:, 0], 0.0)
     assert (neighbours == expected).all() and np.allclose(distances, expected_distances)
+
+
+def _outlined(ax) -> list[str]:
+    """Tick labels of the bars drawn with a black outline (the best means)."""
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    return [labels[round(p.get_x() + p.get_width() / 2)] for p in ax.patches if p.get_linewidth() > 0]
+
+
+def test_metric_bars_outline_the_same_best_as_the_table():
+    """Ties are all outlined, a constant metric has none, and unranked rows (raw) never are."""
+    from neurodiff.evaluation.harmonization_benchmark import (
+        HIGHER_IS_BETTER as TABLE_DIRECTIONS,
+    )
+    from neurodiff.evaluation.harmonization_benchmark import REFERENCES
+    from neurodiff.reporting.tables import methods_table
+
+    methods = {"combat": {"ssim": summarize([0.8, 0.8]), "psnr": summarize([30.0, 30.0]),
+                          "within_site_variability": summarize([1.10, 1.12])},
+               "ddae": {"ssim": summarize([0.8, 0.8]), "psnr": summarize([30.0, 30.0]),
+                        "within_site_variability": summarize([0.97, 0.99])},
+               "cvae": {"ssim": summarize([0.7, 0.7]), "psnr": summarize([30.0, 30.0]),
+                        "within_site_variability": summarize([1.2, 1.2])},
+               "raw": {"within_site_variability": summarize([1.0, 1.0])}}
+    metrics = ["ssim", "psnr", "within_site_variability"]
+    fig = metric_bars(methods, metrics, unranked=("raw",))
+    assert [_outlined(ax) for ax in fig.axes if ax.get_visible()] == [["combat", "ddae"], [], ["ddae"]]
+    tables = [methods_table(methods, [m], "t", TABLE_DIRECTIONS, REFERENCES, unranked=("raw",)) for m in metrics]
+    assert [[name for name in methods if f"<th>{name}</th><td><b>" in table] for table in tables] == \
+        [["combat", "ddae"], [], ["ddae"]]
+    assert _outlined(metric_bars(methods, ["within_site_variability"]).axes[0]) == ["raw"]  # ranked when not listed
+    _png(fig)
+
+
+def test_benchmark_figures_leave_out_the_rows_that_are_not_methods(monkeypatch, tmp_path):
+    """harmonize_figures leaves raw unranked, normative_figures the planted oracle."""
+    import neurodiff.reporting.harmonization_figures as module
+    from neurodiff.evaluation.harmonization_benchmark import harmonize_figures
+    from neurodiff.reporting.normative_report import normative_figures
+
+    unranked = []
+
+    def fake(summary, metrics=None, **kwargs):
+        unranked.append(tuple(kwargs.get("unranked")))
+        raise ValueError("not drawn in this test")
+
+    monkeypatch.setattr(module, "metric_bars", fake)
+    document = {"methods": {"raw": {"ssim": summarize([1.0])}, "oracle_severity": {"c_index": summarize([0.9])}}}
+    with pytest.warns(RuntimeWarning, match="'metrics.png' skipped: ValueError: not drawn in this test"):
+        harmonize_figures(document, {}, tmp_path)
+    with pytest.warns(RuntimeWarning, match="'metrics.png' skipped"):
+        normative_figures(document, {}, tmp_path)
+    assert unranked == [("raw",), ("oracle_severity",)]
+
+
+def test_a_failing_figure_is_a_warning_and_the_others_are_still_drawn(tmp_path):
+    """One figure's error must not discard a benchmark's other figures (nor its results and report)."""
+    import matplotlib.pyplot as plt
+
+    from neurodiff.evaluation.harmonization_benchmark import harmonize_figures
+
+    document = {"methods": {"ddae": {"ssim": summarize([0.8, 0.9])}, "combat": {"ssim": summarize([0.7, 0.8])}},
+                "config": {"target_site": "a"}}
+    first = {"extras": {"latents": {"ddae": np.full((4, 3), np.nan)}}}  # UMAP of NaN latents fails
+    before = set(plt.get_fignums())
+    with pytest.warns(RuntimeWarning) as caught:
+        files = harmonize_figures(document, first, tmp_path)
+    skipped = sorted(str(w.message).split("'")[1] for w in caught if "skipped" in str(w.message))
+    assert skipped == ["examples.png", "umap_ddae.png"]
+    assert files == {"metrics": "metrics.png"} and (tmp_path / "metrics.png").stat().st_size > 0
+    assert set(plt.get_fignums()) == before  # the failed figures are closed

@@ -231,3 +231,25 @@ def test_figures_html_references_the_files(rendered):
     assert "<figcaption>" in text
     assert figures_html({}) == ""
     assert "&lt;" in figures_html({"x": "a<b.png"})  # escaped
+
+
+def test_metric_bars_outline_ties_and_never_the_reference_row():
+    from neurodiff.reporting.impute_figures import _colours, _metric_bars_figure
+
+    methods = {"secondgram": {"pearson_feature": summarize([0.6, 0.6]), "euclidean": summarize([2.0, 2.0]),
+                              "frechet": summarize([1.0, 1.0])},
+               "vanilla": {"pearson_feature": summarize([0.6, 0.6]), "euclidean": summarize([3.0, 3.0]),
+                           "frechet": summarize([1.0, 1.0])},
+               "ridge": {"pearson_feature": summarize([0.4, 0.4]), "euclidean": summarize([2.5, 2.5]),
+                         "frechet": summarize([1.0, 1.0])},
+               "reference": {"euclidean": summarize([0.0, 0.0])}}
+    fig = _metric_bars_figure(methods, _colours(methods))
+    outlined = {}
+    for ax in fig.axes:
+        if ax.get_visible() and ax.patches:
+            labels = [t.get_text() for t in ax.get_xticklabels()]
+            metric = ax.get_title().split("\n")[1].split()[0]
+            outlined[metric] = [labels[round(p.get_x() + p.get_width() / 2)] for p in ax.patches
+                                if p.get_linewidth() > 0]
+    assert outlined == {"pearson_feature": ["secondgram", "vanilla"], "euclidean": ["secondgram"], "frechet": []}
+    fig.clear()

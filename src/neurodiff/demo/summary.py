@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from neurodiff.atomic import write_json, write_text
 from neurodiff.demo.budget import Budget
 from neurodiff.reporting.results import environment
-from neurodiff.reporting.tables import format_cell, methods_table, page
+from neurodiff.reporting.tables import format_cell, methods_table, page, ranking_losses
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class Headline:
     figures: dict[str, str]  # file in the stage folder → caption
     not_baselines: tuple[str, ...] = ()  # rows that are references, not competitors
     note: str = ""
+    unranked: tuple[str, ...] = ()  # rows that are not methods at all: never bold
+    references: dict[str, str] = field(default_factory=dict)  # metric → the metric it is best near
+    p_values: tuple[str, ...] = ()
 
 
 HEADLINES = {
@@ -36,7 +39,7 @@ HEADLINES = {
         "The shared diffusion engine on a toy distribution", "diffusion_ddpm100",
         {"energy_distance": False, "frechet": False, "ring_error": False},
         {"engine_ring.png": "1,000 samples of each method against held-out ring points"},
-        not_baselines=("diffusion_ddim20", "real_data_floor"),
+        not_baselines=("diffusion_ddim20", "real_data_floor"), unranked=("real_data_floor",),
         note="A 2-D ring: a fitted Gaussian matches its mean and covariance (so Fréchet cannot tell them apart) "
              "but not its shape; the ring error (mean |‖x‖ − 1|) can. real_data_floor is a second real sample.",
     ),
@@ -48,19 +51,19 @@ HEADLINES = {
          "correlations.png": "feature–feature correlations of real and generated follow-ups",
 },
         not_baselines=("secondgram_noised_schedule", "reference", "secondgram_without_parkinsonism",
-                       "secondgram_without_stroke"),
+                       "secondgram_without_stroke"), unranked=("reference",),
         note="Generated follow-up visits of held-out subjects against their real follow-ups, in the scaled "
              "feature space. LOCF copies the first visit; ridge regresses the follow-up on the first visit and labels.",
     ),
     "harmonize": Headline(
         "Multi-site harmonisation (DDAE)", "ddae",
-        {"site_accuracy": False, "ssim": True, "psnr": True, "age_mae": False, "sex_auroc": True, "frechet": False},
+        {"site_accuracy": None, "ssim": True, "psnr": True, "age_mae": False, "sex_auroc": True, "frechet": False},
         {"examples.png": "held-out images harmonised to the target site by each method",
          "umap_ddae.png": "UMAP of DDAE's latents, coloured by site",
          "metrics.png": "every method and metric, mean ± 95 % CI"},
-        not_baselines=("ddae_adversarial",),
+        not_baselines=("ddae_adversarial",), unranked=("raw",), references={"site_accuracy": "site_chance"},
         note="Every held-out image is mapped to site0. site_accuracy: a classifier's accuracy at telling the site "
-             "after harmonisation (lower is better; chance is 1/7); ssim/psnr: against the same travelling "
+             "after harmonisation (best near chance, 1/7: below chance is site information too); ssim/psnr: against the same travelling "
              "subject's real site0 image; age_mae/sex_auroc: biology left in the images (the cVAE renders the age and sex it is given, so its low "
              "age_mae is that leakage, not preserved anatomy); raw: no harmonisation.",
     ),
@@ -71,7 +74,8 @@ HEADLINES = {
         {"kaplan_meier.png": "Kaplan–Meier curves of patients split at the median score",
          "score_distributions.png": "scores of held-out controls and patients",
          "deviation_maps.png": "where patients deviate from the healthy model"},
-        not_baselines=("nda_mahalanobis", "nda_no_age", "oracle_severity"),
+        not_baselines=("nda_mahalanobis", "nda_no_age", "oracle_severity"), unranked=("oracle_severity",),
+        p_values=("logrank_p",),
         note="Trained on controls only. auroc_patients: patients vs held-out controls; spearman_severity: "
              "against the planted disease severity; c_index, hr_per_sd, logrank_p: Cox model and log-rank test "
              "of survival on the score; oracle_severity: the planted severity itself, the best any score can do.",
@@ -89,24 +93,29 @@ def reading(methods: dict[str, dict[str, Any]], headline: Headline) -> str:
     lines = []
     main = methods.get(headline.method, {})
     for metric, higher in headline.metrics.items():
-        if higher is None or main.get(metric, {}).get("mean") is None:
+        reference = headline.references.get(metric)
+        if (higher is None and reference is None) or main.get(metric, {}).get("mean") is None:
             continue
-        rivals = [(m, v[metric]) for m, v in methods.items()
-                  if m != headline.method and m not in headline.not_baselines and v.get(metric, {}).get("mean") is not None]
-        if not rivals:
+        contenders = [m for m, v in methods.items() if m == headline.method or (
+            m not in headline.not_baselines and m not in headline.unranked and v.get(metric, {}).get("mean") is not None)]
+        means = {m: methods[m][metric]["mean"] for m in contenders}
+        targets = {m: (methods[m].get(reference) or {}).get("mean") for m in contenders} if reference else None
+        losses = ranking_losses(means, higher, targets)  # lower is better; near the reference when there is one
+        rivals = [m for m in losses if m != headline.method]
+        if headline.method not in losses or not rivals:
             continue
-        best_name, best = (max if higher else min)(rivals, key=lambda item: item[1]["mean"])
-        ours = main[metric]
-        gap = ours["mean"] - best["mean"]
-        wins = gap > 0 if higher else gap < 0
+        best_name = min(rivals, key=losses.get)
+        ours, best = main[metric], methods[best_name][metric]
+        gap = losses[best_name] - losses[headline.method]  # > 0: ours is better
         spread = math.hypot(ours.get("ci95") or 0.0, best.get("ci95") or 0.0)
         if abs(gap) <= spread:
             verdict = "within the seeds' uncertainty of"
         else:
-            verdict = "better than" if wins else "worse than"
+            verdict = "better than" if gap > 0 else "worse than"
+        p_value = metric in headline.p_values
         lines.append(f"<li><b>{html.escape(metric)}</b>: {html.escape(headline.method)} "
-                     f"{html.escape(format_cell(ours))} is {verdict} the best baseline, {html.escape(best_name)} "
-                     f"{html.escape(format_cell(best))}.</li>")
+                     f"{html.escape(format_cell(ours, p_value=p_value))} is {verdict} the best baseline, "
+                     f"{html.escape(best_name)} {html.escape(format_cell(best, p_value=p_value))}.</li>")
     return f"<ul>{''.join(lines)}</ul>" if lines else ""
 
 
@@ -172,7 +181,8 @@ def _section(name: str, stage: dict[str, Any], result: dict[str, Any], out: Path
     headline = HEADLINES[name]
     methods = result["methods"]
     parts = [f"<h2>{html.escape(headline.title)}</h2>", f"<p class=note>{html.escape(headline.note)}</p>",
-             methods_table(methods, list(headline.metrics), f"{headline.title}: headline metrics", headline.metrics),
+             methods_table(methods, list(headline.metrics), f"{headline.title}: headline metrics", headline.metrics,
+                           headline.references, unranked=headline.unranked, p_values=headline.p_values),
              reading(methods, headline)]
     figures = "".join(_figure(f"{name}/{file}", caption, out) for file, caption in headline.figures.items())
     if figures:

@@ -207,7 +207,12 @@ def image_features(images: Any, *, components: int = DEFAULT_COMPONENTS, fitted:
 # ---------------------------------------------------------------------------------------- probes
 def _folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int, *, stratify: bool) -> list:
     """Train/test index pairs: (stratified) (group) K-fold, shuffled with `seed`; folds clipped to the data."""
-    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import (
+        GroupKFold,
+        KFold,
+        StratifiedGroupKFold,
+        StratifiedKFold,
+    )
 
     folds = int(folds)
     if folds < 2:

@@ -36,6 +36,7 @@ from neurodiff.evaluation.harmonization import (
 )
 from neurodiff.evaluation.image_quality import psnr, ssim
 from neurodiff.evaluation.seed_jobs import SeedJobs
+from neurodiff.reporting.results import add_seed_metrics
 
 ALL_METHODS = ("ddae", "ddae_adversarial", "combat", "cvae", "style_gan", "raw")
 TRAVELLER = "true_traveller_id"
@@ -263,11 +264,9 @@ def run_benchmark(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenc
     first: dict[str, Any] | None = None
     sizes, training = [], []
     results = (seed_jobs or SeedJobs()).map(partial(seed_job, frame, images, config), config.seeds, log=log)
-    for seed, result in zip(config.seeds, results):
+    for index, (seed, result) in enumerate(zip(config.seeds, results)):
         first = first or result
-        for method, values in result["metrics"].items():
-            for metric, value in values.items():
-                per_seed.setdefault(method, {}).setdefault(metric, []).append(float(value))
+        add_seed_metrics(per_seed, result["metrics"], index, len(config.seeds))
         sizes.append({"seed": seed, "n_train": result["n_train"], "n_test": result["n_test"]})
         training.append({"seed": seed, **result["extras"]["training"]})
     return {"per_seed": per_seed, "first": first, "sizes": sizes, "training": training,
@@ -303,7 +302,12 @@ def harmonize_figures(document: dict[str, Any], first: dict[str, Any], out_dir) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from neurodiff.reporting.harmonization_figures import image_grid, latent_umap, metric_bars
+    from neurodiff.reporting.figure_guard import draw_or_warn
+    from neurodiff.reporting.harmonization_figures import (
+        image_grid,
+        latent_umap,
+        metric_bars,
+    )
 
     files: dict[str, str] = {}
 
@@ -312,23 +316,27 @@ def harmonize_figures(document: dict[str, Any], first: dict[str, Any], out_dir) 
         plt.close(fig)
         files[name.removesuffix(".png")] = name
 
-    save(metric_bars(document, [m for m in ("site_accuracy", "age_mae", "sex_auroc", "frechet",
-                                           "within_site_variability", "ssim", "psnr", "mae")
-                                if any(m in v for v in document["methods"].values())]), "metrics.png")
-    frame = first["test_frame"]
-    sites = frame["site"].astype(str).to_numpy()
-    for method, latents in first["extras"]["latents"].items():
+    metrics = [m for m in ("site_accuracy", "age_mae", "sex_auroc", "frechet", "within_site_variability", "ssim",
+                           "psnr", "mae") if any(m in v for v in document["methods"].values())]
+    draw_or_warn("metrics.png", lambda: save(metric_bars(document, metrics, unranked=("raw",)),  # raw: not a method
+                                             "metrics.png"))
+
+    def umap(method: str, latents: np.ndarray, sites: np.ndarray) -> None:
         fig, ax = plt.subplots(figsize=(5, 4.5))
         latent_umap(latents, sites, ax=ax, title=f"{method}: joint latents [z_υ, z_κ] of the test images")
         save(fig, f"umap_{method}.png")
-    examples = {}
-    for site in sorted(set(sites)):
-        rows = np.flatnonzero(sites == site)
-        examples[site] = int(rows[0])
-    originals = {site: first["test_images"][i] for site, i in examples.items()}
-    harmonised = {m: {site: out[i] for site, i in examples.items()} for m, out in first["harmonised"].items()
-                  if m != "raw"}
-    save(image_grid(originals, harmonised, target_site=document["config"]["target_site"]), "examples.png")
+
+    def examples(sites: np.ndarray) -> None:
+        rows = {site: int(np.flatnonzero(sites == site)[0]) for site in sorted(set(sites))}
+        originals = {site: first["test_images"][i] for site, i in rows.items()}
+        harmonised = {m: {site: out[i] for site, i in rows.items()} for m, out in first["harmonised"].items()
+                      if m != "raw"}
+        save(image_grid(originals, harmonised, target_site=document["config"]["target_site"]), "examples.png")
+
+    sites = first["test_frame"]["site"].astype(str).to_numpy() if "test_frame" in first else None
+    for method, latents in (first.get("extras") or {}).get("latents", {}).items():
+        draw_or_warn(f"umap_{method}.png", partial(umap, method, latents, sites))
+    draw_or_warn("examples.png", partial(examples, sites))
     return files
 
 
@@ -340,24 +348,27 @@ def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
 
     methods = document["methods"]
     config = document["config"]
+    table = partial(methods_table, higher_is_better=HIGHER_IS_BETTER, references=REFERENCES,
+                    unranked=("raw",))  # raw: the images unchanged (variability ratio 1), not a method
     parts = [
         "<h1>Harmonisation benchmark (DDAE and baselines)</h1>",
         f"<p class=note>{html.escape(str(document['data'].get('description', '')))}; target site "
         f"{html.escape(config['target_site'])}; seeds {document['seeds']}; mean ± 95 % CI (1.96·sd/√n) over seeds, "
         "on the held-out test images. Feature space of the probes and the Fréchet distance: a PCA of the raw test "
-        "images (Inception FID needs downloaded weights). Bold: best mean per column.</p>",
-        methods_table(methods, ["ssim", "psnr", "mae"], "Travelling subjects: harmonised image vs the same "
-                      "subject's real target-site image", HIGHER_IS_BETTER, REFERENCES),
-        methods_table(methods, ["site_accuracy", "site_chance", "latent_site_accuracy"],
-                      "Site removal: cross-validated site classifier on the harmonised images (chance = 1/sites), "
-                      "and on DDAE's z_υ", HIGHER_IS_BETTER, REFERENCES),
-        methods_table(methods, ["age_mae", "sex_auroc"], "Biology kept: age and sex predicted from the harmonised "
-                      "images (compare with raw)", HIGHER_IS_BETTER, REFERENCES),
-        methods_table(methods, ["frechet", "within_site_variability"], "Distribution: Fréchet distance to real "
-                      "target-site images; within-site variability after / before (1 = kept)", HIGHER_IS_BETTER, REFERENCES),
-        methods_table(methods, ["images_per_second", "ssim_half_steps", "psnr_half_steps"],
-                      "DDAE cost: harmonised images per second at the benchmark's size, and traveller quality "
-                      "with half the inversion and rendering steps", HIGHER_IS_BETTER, REFERENCES),
+        "images (Inception FID needs downloaded weights). Bold: best mean per column (every tied one; none when "
+        "all tie; never raw, the unharmonised images).</p>",
+        table(methods, ["ssim", "psnr", "mae"], "Travelling subjects: harmonised image vs the same "
+              "subject's real target-site image"),
+        table(methods, ["site_accuracy", "site_chance", "latent_site_accuracy"],
+              "Site removal: cross-validated site classifier on the harmonised images (chance = 1/sites), "
+              "and on DDAE's z_υ"),
+        table(methods, ["age_mae", "sex_auroc"], "Biology kept: age and sex predicted from the harmonised "
+              "images (compare with raw)"),
+        table(methods, ["frechet", "within_site_variability"], "Distribution: Fréchet distance to real "
+              "target-site images; within-site variability after / before (1 = kept)"),
+        table(methods, ["images_per_second", "ssim_half_steps", "psnr_half_steps"],
+              "DDAE cost: harmonised images per second at the benchmark's size, and traveller quality "
+              "with half the inversion and rendering steps"),
     ]
     speed = document.get("timings", {}).get("throughput", [])
     if speed:

@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from neurodiff.baselines.simple_imputation import LastObservationCarriedForward, RidgeImputation
+from neurodiff.baselines.simple_imputation import (
+    LastObservationCarriedForward,
+    RidgeImputation,
+)
 from neurodiff.baselines.wgan_gp import ConditionalWGANGP
 from neurodiff.data.longitudinal_table import LongitudinalArrays
 from neurodiff.evaluation.imputation import (
@@ -36,6 +39,7 @@ from neurodiff.evaluation.imputation import (
 )
 from neurodiff.evaluation.seed_jobs import SeedJobs
 from neurodiff.methods.longitudinal import PRESETS, Preparation, SecondGram
+from neurodiff.reporting.results import add_seed_metrics
 
 DIFFUSION_METHODS = tuple(PRESETS)  # secondgram, secondgram_noised_schedule, vanilla, pretrained, no_grad, no_self
 ALL_METHODS = (*DIFFUSION_METHODS, "gan", "locf", "ridge")
@@ -226,12 +230,10 @@ def run_benchmark(data: LongitudinalArrays, config: ImputeBenchmarkConfig,
     runs, sizes = [], []
     correlations: dict[str, np.ndarray] = {}
     results = (seed_jobs or SeedJobs()).map(partial(run_seed, data, config), config.seeds, log=log)
-    for seed, result in zip(config.seeds, results):
+    for index, (seed, result) in enumerate(zip(config.seeds, results)):
         if not correlations:
             correlations = result["correlations"]  # the first seed's, for the figures
-        for method, values in result["metrics"].items():
-            for metric, value in values.items():
-                per_seed.setdefault(method, {}).setdefault(metric, []).append(float(value))
+        add_seed_metrics(per_seed, result["metrics"], index, len(config.seeds))
         runs.append({"seed": seed, **result["runs"]})
         sizes.append({k: result[k] for k in ("n_train", "n_test", "n_train_paired")})
     return {"per_seed": per_seed, "runs": runs, "sizes": sizes, "config": _jsonable(asdict(config)),
@@ -251,6 +253,9 @@ def report_html(document: dict[str, Any], figures: str = "") -> str:
     import html
 
     from neurodiff.evaluation.imputation import HIGHER_IS_BETTER, METRIC_NAMES
+    from neurodiff.reporting.impute_figures import (
+        UNRANKED,  # the "reference" row: not a method
+    )
     from neurodiff.reporting.tables import methods_table, page
 
     methods = document["methods"]
@@ -259,17 +264,18 @@ def report_html(document: dict[str, Any], figures: str = "") -> str:
         "<h1>Longitudinal imputation benchmark (SECONDGRAM and baselines)</h1>",
         f"<p class=note>{html.escape(str(config.get('description', '')))}; seeds {document['seeds']}; "
         "mean ± 95 % CI (1.96·sd/√n) over seeds; metrics in the scaled feature space on held-out subjects "
-        "with a real follow-up. Bold: best mean per column.</p>",
+        "with a real follow-up. Bold: best mean per column (every tied one; none when all tie; never the "
+        "method-independent reference sets).</p>",
         methods_table(methods, METRIC_NAMES[:4], "Similarity of generated to real follow-ups (paper Table 2)",
-                      HIGHER_IS_BETTER),
+                      HIGHER_IS_BETTER, unranked=UNRANKED),
         methods_table(methods, METRIC_NAMES[4:], "Distribution of generated follow-ups (paper Table 3)",
-                      HIGHER_IS_BETTER),
+                      HIGHER_IS_BETTER, unranked=UNRANKED),
     ]
     auroc = sorted({k for v in methods.values() for k in v if k.startswith("auroc_")})
     if auroc:
         parts.append(methods_table(methods, auroc, "Downstream classification AUROC by training set (paper Table 4); "
                                    "secondgram_without_<label>: the target label removed from the conditioning",
-                                   {k: True for k in auroc}))
+                                   {k: True for k in auroc}, unranked=UNRANKED))
     case = sorted({k for v in methods.values() for k in v if k.startswith("case_")})
     if case:
         parts.append(methods_table(methods, case, "Case study: mean change of the feature group, original units "

@@ -37,6 +37,7 @@ import pandas as pd
 
 from neurodiff.evaluation.seed_jobs import SeedJobs
 from neurodiff.methods.normative import CONTROL_GROUPS
+from neurodiff.reporting.results import add_seed_metrics
 
 ALL_METHODS = ("nda", "nda_mahalanobis", "nda_no_age", "cvae", "regression_z", "brain_age_gap")
 ORACLE = "oracle_severity"
@@ -276,12 +277,11 @@ def run_benchmark(frame: pd.DataFrame, images: np.ndarray, affine: np.ndarray, c
     first: dict[str, Any] | None = None
     sizes, training = [], []
     results = (seed_jobs or SeedJobs()).map(partial(seed_job, frame, images, affine, config), config.seeds, log=log)
-    for seed, result in zip(config.seeds, results):
+    for index, (seed, result) in enumerate(zip(config.seeds, results)):
         if first is None:
             first = result
-        for method, values in result["metrics"].items():
-            for metric, value in values.items():
-                per_seed.setdefault(method, {}).setdefault(metric, []).append(float(value))
+        add_seed_metrics(per_seed, result["metrics"], index, len(config.seeds))
+        for method in result["metrics"]:
             hr_ci.setdefault(method, []).append(list(result["analyses"][method]["hr_ci"]))
         sizes.append({"seed": seed, "n_train_controls": result["n_train"], "n_heldout_controls": result["n_heldout"],
                       "n_patients": result["n_patients"]})

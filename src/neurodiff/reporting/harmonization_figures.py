@@ -17,12 +17,16 @@ and writes the captions of :data:`CAPTIONS` beside it. Unusable inputs raise Val
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from neurodiff.evaluation.harmonization import HIGHER_IS_BETTER, METRIC_NAMES, REFERENCE_VALUES
+from neurodiff.evaluation.harmonization import (
+    HIGHER_IS_BETTER,
+    METRIC_NAMES,
+    REFERENCE_VALUES,
+)
 from neurodiff.reporting.impute_figures import (
     DPI,
     WIDTH_IN,
@@ -34,6 +38,7 @@ from neurodiff.reporting.impute_figures import (
     draw_bars,
     style_bar_axes,
 )
+from neurodiff.reporting.tables import best_methods, ranking_losses
 
 __all__ = ["CAPTIONS", "DPI", "METRIC_TITLES", "UMAP_MIN_POINTS", "image_grid", "latent_umap", "metric_bars"]
 
@@ -61,7 +66,8 @@ CAPTIONS = {
     "metric_bars": (
         "Harmonisation metrics per method: bars are the mean over seeds, error bars the 95 % interval "
         "(1.96·sd/√n; none for a single seed), dots the per-seed values. Dashed lines mark the ideal value "
-        "(chance for the site classifier, 1 for the variability ratio); the best mean has a black outline."
+        "(chance for the site classifier, 1 for the variability ratio); the best mean has a black outline (every "
+        "tied best one; none when all methods tie; never the unharmonised raw images)."
     ),
 }
 
@@ -226,16 +232,30 @@ def _reference(methods: Mapping[str, Mapping[str, Any]], metric: str) -> float |
     return float(np.mean(values)) if values else None
 
 
+def _targets(methods: Mapping[str, Mapping[str, Any]], names: Sequence[str], metric: str) -> dict[str, float | None]:
+    """Each method's ideal value of a metric ranked by closeness (as in the report tables): the number in
+    :data:`REFERENCE_VALUES`, or that method's own value of the metric named there; empty for others."""
+    reference = REFERENCE_VALUES.get(metric)
+    if reference is None:
+        return {}
+    if isinstance(reference, str):
+        return {name: _summary(methods, name, reference)[0] for name in names}
+    return dict.fromkeys(names, float(reference))
+
+
 def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None, *,
-                higher_is_better: Mapping[str, bool | None] | None = None, max_cols: int = 4):
+                higher_is_better: Mapping[str, bool | None] | None = None, max_cols: int = 4,
+                unranked: Collection[str] = ()):
     """Per-method bars (mean over seeds) with 95 % CI error bars and per-seed dots, one panel per metric.
 
     `summary` is a results.json document (or its ``methods`` mapping: method → metric → ``{"mean",
     "ci95", "values"}``, as :func:`neurodiff.reporting.results.summarize` writes). `metrics` defaults
     to the harmonisation metrics present (:data:`METRIC_NAMES` without ``site_chance``).
     `higher_is_better` overrides the direction per metric (True, False, or None for "closest to the
-    dashed reference line"); unknown metrics have no direction and no best outline. A ValueError when
-    no chosen metric has a value.
+    dashed reference line"); unknown metrics have no direction and no best outline. The best means are
+    outlined as in the report tables (:func:`neurodiff.reporting.tables.best_methods`: ties all outlined,
+    none when every ranked method ties); methods in `unranked` (e.g. ``raw``, the unchanged images) are
+    drawn but never outlined. A ValueError when no chosen metric has a value.
     """
     methods = _methods_of(summary)
     direction = {**HIGHER_IS_BETTER, **(higher_is_better or {})}
@@ -251,15 +271,12 @@ def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None
         summaries = {name: _summary(methods, name, metric) for name in names}
         means = {n: s[0] for n, s in summaries.items() if s[0] is not None}
         reference = _reference(methods, metric)
-        higher = direction.get(metric, "unknown")
-        if higher is None and reference is not None:
-            best = min(means, key=lambda n: abs(means[n] - reference)) if means else None
-            arrow = f"best near {reference:.3g}"
-        elif higher in (True, False):
-            best = (max if higher else min)(means, key=means.get) if means else None
-            arrow = "↑ higher is better" if higher else "↓ lower is better"
+        higher = direction.get(metric)
+        best = best_methods(ranking_losses(means, higher, _targets(methods, names, metric)), unranked)
+        if higher is None:
+            arrow = f"best near {reference:.3g}" if reference is not None else ""
         else:
-            best, arrow = None, ""
+            arrow = "↑ higher is better" if higher else "↓ lower is better"
         draw_bars(ax, names, summaries, colours, best, rng)
         if reference is not None:
             ax.axhline(reference, color="#555555", lw=1.0, ls="--", zorder=1)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import html
 import math
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ import numpy as np
 
 from neurodiff.atomic import atomic_path
 from neurodiff.evaluation.imputation import HIGHER_IS_BETTER, METRIC_NAMES
+from neurodiff.reporting.figure_guard import draw_or_warn
+from neurodiff.reporting.tables import best_methods, ranking_losses
 
 METRIC_TITLES = {
     "pearson_feature": "Pearson r per feature",
@@ -50,6 +52,7 @@ TRAINING_SET_COLOURS = {
     "all_generated": "#ff7f0e",
 }
 NOT_METHODS = ("seed",)  # keys of a runs.json entry that are not methods
+UNRANKED = ("reference",)  # rows of results.json drawn for comparison, never outlined as the best method
 
 WIDTH_IN = 11.0  # inches at DPI: ~1100 px, the width of the report page
 DPI = 100
@@ -82,7 +85,8 @@ CAPTIONS = {
     "metric_bars": (
         "Imputation quality on held-out subjects with a real follow-up, in the scaled feature space: bars are "
         "the mean over seeds, error bars the 95 % interval (1.96·sd/√n; none for a single seed), dots the "
-        "per-seed values. ↑ higher is better, ↓ lower is better; the best mean has a black outline."
+        "per-seed values. ↑ higher is better, ↓ lower is better; the best mean has a black outline (every tied "
+        "best one; none when all methods tie)."
     ),
     "auroc_bars": (
         "Downstream classification: AUROC on held-out subjects of a classifier of each label trained on each "
@@ -96,7 +100,8 @@ CAPTIONS = {
 
 # ============================================================================ entry points
 def impute_figures(document: Mapping[str, Any] | None, runs: Sequence[Mapping[str, Any]] | None,
-                   correlations: Mapping[str, np.ndarray] | None, out_dir: str | Path) -> dict[str, str]:
+                   correlations: Mapping[str, np.ndarray] | None, out_dir: str | Path, *,
+                   unranked: Collection[str] = UNRANKED) -> dict[str, str]:
     """Write the benchmark's PNG figures into `out_dir`; return ``{figure key: file name}``.
 
     Parameters
@@ -110,6 +115,9 @@ def impute_figures(document: Mapping[str, Any] | None, runs: Sequence[Mapping[st
         correlations.npz as a dict: ``"real"`` and one (D, D) matrix per method.
     out_dir:
         Folder for the PNGs (created if absent); nothing is written anywhere else.
+    unranked:
+        Rows of `document` that are drawn but never outlined as the best (not methods: the benchmark's
+        method-independent ``reference`` by default).
 
     Figures whose inputs are missing are skipped; an unexpected error in one figure is turned into a
     warning and that figure is skipped, so a report can always be written.
@@ -121,19 +129,19 @@ def impute_figures(document: Mapping[str, Any] | None, runs: Sequence[Mapping[st
     drawers: dict[str, Callable[[], Any]] = {
         "correlations": lambda: _correlations_figure(correlations, methods),
         "learning_curves": lambda: _learning_curves_figure(runs),
-        "metric_bars": lambda: _metric_bars_figure(methods, colours),
+        "metric_bars": lambda: _metric_bars_figure(methods, colours, unranked),
         "auroc_bars": lambda: _auroc_figure(methods),
     }
     written: dict[str, str] = {}
-    for key, draw in drawers.items():
-        try:
-            fig = draw()
-            if fig is None:
-                continue
+
+    def draw_and_save(key: str, draw: Callable[[], Any]) -> None:
+        fig = draw()
+        if fig is not None:
             _save(fig, out_dir / FILES[key])
             written[key] = FILES[key]
-        except Exception as error:  # noqa: BLE001 - a figure must never cost the benchmark its report
-            warnings.warn(f"figure {key!r} skipped: {type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
+
+    for key, draw in drawers.items():
+        draw_or_warn(key, partial(draw_and_save, key, draw))
     return written
 
 
@@ -400,7 +408,8 @@ def _learning_curves_figure(runs: Any):
 
 
 # ============================================================================ 3. imputation metrics
-def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mapping[str, Any]):
+def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mapping[str, Any],
+                        unranked: Collection[str] = UNRANKED):
     metrics = [m for m in METRIC_NAMES if any(_summary(methods, name, m)[0] is not None for name in methods)]
     if not metrics:
         return None
@@ -411,7 +420,7 @@ def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mappi
         higher = HIGHER_IS_BETTER[metric]
         summaries = {name: _summary(methods, name, metric) for name in names}
         means = {n: s[0] for n, s in summaries.items() if s[0] is not None}
-        best = (max if higher else min)(means, key=means.get) if means else None
+        best = best_methods(ranking_losses(means, higher), unranked)
         draw_bars(ax, names, summaries, colours, best, rng)
         ax.axhline(0, color="black", lw=0.6)
         arrow = "↑ higher is better" if higher else "↓ lower is better"
@@ -424,7 +433,8 @@ def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mappi
         seeds = max((len(_summary(methods, n, m)[2]) for n in names for m in metrics), default=0)
         lines = ["Bars: mean over seeds", "Error bars: 95 % CI", "  (1.96·sd/√n; none for one seed)",
                  f"Dots: per-seed values ({seeds} seeds)" if seeds > 1 else "One seed: no interval, no dots",
-                 "Black outline: best mean", "↑ / ↓: better direction", "Held-out subjects, scaled space"]
+                 "Black outline: best mean (ties: all)", "↑ / ↓: better direction",
+                 "Held-out subjects, scaled space"]
         note.text(0.02, 0.95, "\n".join(lines),
                   transform=note.transAxes, va="top", ha="left", fontsize=8.5, linespacing=1.5)
     fig.subplots_adjust(left=0.05, right=0.99, top=1 - 0.5 / fig.get_figheight(), bottom=1.25 / fig.get_figheight(),
@@ -453,15 +463,16 @@ def style_bar_axes(ax, names) -> None:
     ax.grid(axis="y", alpha=0.25, lw=0.5)
 
 
-def draw_bars(ax, names, summaries, colours, best, rng) -> None:
-    """One bar per method (mean), its 95 % CI and the per-seed values; the best outlined in black."""
+def draw_bars(ax, names, summaries, colours, best: Collection[str], rng) -> None:
+    """One bar per method (mean), its 95 % CI and the per-seed values; the methods in `best` outlined in black."""
     for i, name in enumerate(names):
         mean, ci, values = summaries[name]
         if mean is None:
             ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#777777")
             continue
+        outlined = name in best
         ax.bar(i, mean, width=0.72, color=colours.get(name, "#888888"), alpha=0.85,
-               edgecolor="black" if name == best else "none", linewidth=1.6 if name == best else 0)
+               edgecolor="black" if outlined else "none", linewidth=1.6 if outlined else 0)
         if ci is not None:
             ax.errorbar(i, mean, yerr=ci, color="black", capsize=3, lw=1.0, zorder=4)
         if len(values) > 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from neurodiff.reporting.tables import methods_table, page
 
 #: Methods' score directions, for the figures' axis labels.
 DIRECTION = {True: "higher = more normal", False: "higher = more deviant"}
+#: The report's metrics that are p-values (printed to 3 significant digits, not 3 decimals).
+P_VALUES = ("p", "p_adjusted", "ph_p", "logrank_p", "ks_p")
 
 
 def _pyplot():
@@ -40,8 +43,10 @@ def normative_figures(document: dict[str, Any], first: dict[str, Any], out_dir: 
     from neurodiff.evaluation.normative_benchmark import (
         HIGHER_IS_BETTER,
         HIGHER_IS_NORMAL,
+        ORACLE,
         SEVERITY,
     )
+    from neurodiff.reporting.figure_guard import draw_or_warn
     from neurodiff.reporting.harmonization_figures import metric_bars
     from neurodiff.reporting.survival_figures import (
         plot_kaplan_meier,
@@ -59,32 +64,43 @@ def normative_figures(document: dict[str, Any], first: dict[str, Any], out_dir: 
 
     metrics = [m for m in ("c_index", "hr_per_sd", "auroc_patients", "spearman_severity")
                if any(m in v for v in document["methods"].values())]
-    save(metric_bars(document, metrics, higher_is_better=HIGHER_IS_BETTER), "metrics.png")
-    methods = list(first["analyses"])
-    fig, axes = _grid(len(methods), max_cols=3, size=(5.6, 4.2))
-    for ax, method in zip(axes, methods):
-        plot_kaplan_meier(first["analyses"][method]["km"], ax=ax, title=f"{method} (seed {document['seeds'][0]})")
-    fig.tight_layout()
-    save(fig, "kaplan_meier.png")
-    is_patient = first["is_patient"]
-    fig, axes = _grid(len(methods))
-    for ax, method in zip(axes, methods):
-        values = first["scores"][method]
-        plot_score_distributions({"held-out controls": values[~is_patient], "patients": values[is_patient]}, ax=ax,
-                                 title=method, xlabel=f"score ({DIRECTION[HIGHER_IS_NORMAL[method]]})")
-    fig.tight_layout()
-    save(fig, "score_distributions.png")
-    frame = first["scored_frame"]
-    if SEVERITY in frame.columns:
-        severity = frame[SEVERITY].astype(float).to_numpy()[is_patient]
+    draw_or_warn("metrics.png", lambda: save(
+        metric_bars(document, metrics, higher_is_better=HIGHER_IS_BETTER, unranked=(ORACLE,)), "metrics.png"))
+    methods = list(first.get("analyses", {}))
+
+    def kaplan_meier() -> None:
+        fig, axes = _grid(len(methods), max_cols=3, size=(5.6, 4.2))
+        for ax, method in zip(axes, methods):
+            plot_kaplan_meier(first["analyses"][method]["km"], ax=ax, title=f"{method} (seed {document['seeds'][0]})")
+        fig.tight_layout()
+        save(fig, "kaplan_meier.png")
+
+    def score_distributions() -> None:
+        is_patient = first["is_patient"]
+        fig, axes = _grid(len(methods))
+        for ax, method in zip(axes, methods):
+            values = first["scores"][method]
+            plot_score_distributions({"held-out controls": values[~is_patient], "patients": values[is_patient]},
+                                     ax=ax, title=method, xlabel=f"score ({DIRECTION[HIGHER_IS_NORMAL[method]]})")
+        fig.tight_layout()
+        save(fig, "score_distributions.png")
+
+    def score_vs_severity() -> None:
+        is_patient = first["is_patient"]
+        severity = first["scored_frame"][SEVERITY].astype(float).to_numpy()[is_patient]
         fig, axes = _grid(len(methods))
         for ax, method in zip(axes, methods):
             ax.scatter(severity, first["scores"][method][is_patient], s=8, alpha=0.6)
             ax.set(title=method, xlabel="planted severity", ylabel=f"score ({DIRECTION[HIGHER_IS_NORMAL[method]]})")
         fig.tight_layout()
         save(fig, "score_vs_severity.png")
+
+    draw_or_warn("kaplan_meier.png", kaplan_meier)
+    draw_or_warn("score_distributions.png", score_distributions)
+    if "scored_frame" in first and SEVERITY in first["scored_frame"].columns:
+        draw_or_warn("score_vs_severity.png", score_vs_severity)
     if first.get("deviation"):
-        save(deviation_figure(first["deviation"]), "deviation_maps.png")
+        draw_or_warn("deviation_maps.png", lambda: save(deviation_figure(first["deviation"]), "deviation_maps.png"))
     return files
 
 
@@ -114,9 +130,11 @@ def deviation_figure(examples: dict[str, Any]):
 
 def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
     """report.html of the normative benchmark: Cox table, survival splits, severity recovery, figures."""
-    from neurodiff.evaluation.normative_benchmark import HIGHER_IS_BETTER
+    from neurodiff.evaluation.normative_benchmark import HIGHER_IS_BETTER, ORACLE
 
     methods = document["methods"]
+    # the oracle is the planted truth, not a method: shown, never bold
+    table = partial(methods_table, higher_is_better=HIGHER_IS_BETTER, unranked=(ORACLE,), p_values=P_VALUES)
     parts = [
         "<h1>Normative benchmark (NDA and benchmarks)</h1>",
         f"<p class=note>{html.escape(str(document['data'].get('description', '')))}; seeds {document['seeds']}; "
@@ -124,20 +142,18 @@ def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
         "scores held-out controls and every patient; survival models are fitted on the patients. Score "
         "directions: nda and nda_no_age are similarities (higher = more normal, so HR &lt; 1 is the paper's "
         "direction); the others are deviations (higher = more deviant, HR &gt; 1 expected). oracle_severity is "
-        "the planted severity itself: the ceiling, not a method.</p>",
-        methods_table(methods, ["hr_per_sd", "hr_per_sd_ci_low", "hr_per_sd_ci_high", "p", "hr_ci_excludes_1",
-                                "c_index", "ph_p"],
-                      "Cox proportional hazards of survival on the score (per SD of the score; hr_ci_excludes_1 = "
-                      "share of seeds whose 95 % CI excludes 1; ph_p = proportional-hazards test, small = violated)",
-                      HIGHER_IS_BETTER),
-        methods_table(methods, ["hr_per_sd_adjusted", "p_adjusted"], "Cox model adjusted for age and sex",
-                      HIGHER_IS_BETTER),
-        methods_table(methods, ["logrank_p", "ks_statistic", "ks_p"], "Patients split at the median score: "
-                      "log-rank test of the Kaplan–Meier curves, Kolmogorov–Smirnov test of the times of death",
-                      HIGHER_IS_BETTER),
-        methods_table(methods, ["spearman_severity", "auroc_patients"], "Recovery of the planted severity "
-                      "(Spearman, patients, oriented so positive = more deviant) and separation of patients from "
-                      "held-out controls (AUROC)", HIGHER_IS_BETTER),
+        "the planted severity itself: the ceiling, not a method (never bold). Bold: best mean per column (every "
+        "tied one; none when all tie).</p>",
+        table(methods, ["hr_per_sd", "hr_per_sd_ci_low", "hr_per_sd_ci_high", "p", "hr_ci_excludes_1", "c_index",
+                        "ph_p"],
+              "Cox proportional hazards of survival on the score (per SD of the score; hr_ci_excludes_1 = "
+              "share of seeds whose 95 % CI excludes 1; ph_p = proportional-hazards test, small = violated)"),
+        table(methods, ["hr_per_sd_adjusted", "p_adjusted"], "Cox model adjusted for age and sex"),
+        table(methods, ["logrank_p", "ks_statistic", "ks_p"], "Patients split at the median score: "
+              "log-rank test of the Kaplan–Meier curves, Kolmogorov–Smirnov test of the times of death"),
+        table(methods, ["spearman_severity", "auroc_patients"], "Recovery of the planted severity "
+              "(Spearman, patients, oriented so positive = more deviant) and separation of patients from "
+              "held-out controls (AUROC)"),
     ]
     parts.append(_hr_per_unit_table(methods))
     training = document.get("timings", {}).get("training", [])

@@ -37,6 +37,18 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
             "values": [float(v) if np.isfinite(v) else None for v in array]}
 
 
+def add_seed_metrics(per_seed: dict[str, dict[str, list[float]]], metrics: dict[str, dict[str, float]],
+                     index: int, n_seeds: int) -> None:
+    """Put one seed's method → metric → value at position `index` of the per-seed lists (of `n_seeds`).
+
+    A metric that another seed has and this one lacks stays NaN at this seed's position (null in
+    results.json), so every list lines up with ``seeds``.
+    """
+    for method, values in metrics.items():
+        for metric, value in values.items():
+            per_seed.setdefault(method, {}).setdefault(metric, [math.nan] * n_seeds)[index] = float(value)
+
+
 def environment() -> dict[str, Any]:
     """The software and hardware a result was measured on."""
     import torch
