@@ -85,6 +85,8 @@ def test_manifest_follows_the_image_cohort_contract(cohort):
     assert (out / "sites.csv").exists() and len(pd.read_csv(out / "sites.csv")) == 7
     meta = json.loads((out / "cohort.json").read_text())
     assert meta["counts"]["images"] == len(on_disk) and meta["reference_site"] == "site0"
+    counts = meta["counts"]
+    assert counts["control_images"] + counts["patient_images"] == len(on_disk)
 
 
 def test_slices_carry_an_mni_affine_at_the_medial_axial_slice(cohort):
@@ -314,3 +316,12 @@ def test_cli_refuses_a_non_empty_output_folder(tmp_path):
     result = CliRunner().invoke(app, ["synth", "images", "--size", "32", "--controls", "1", "--out", str(out)])
     assert result.exit_code == 2 and str(out) in result.output
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_cli_an_output_that_is_a_file_is_refused_without_suggesting_overwrite(tmp_path):
+    out = tmp_path / "a-file"
+    out.write_text("mine")
+    result = CliRunner().invoke(app, ["synth", "images", "--size", "32", "--controls", "1", "--overwrite",
+                                      "--out", str(out)])
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output
+    assert "or pass --overwrite" not in result.output and out.read_text() == "mine"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,8 +160,41 @@ def test_table_round_trip(tmp_path, suffix):
     truth = json.loads(truth_path(path).read_text())
     assert truth["config"]["n_paired"] == SMALL.n_paired and len(truth["features"]) == SMALL.n_features
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, truth_path(path).name])
+    assert truth["table"] == path.name
     write_table(frame.head(10), path)  # rewritten without a truth: the old sidecar goes
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_csv_and_a_parquet_of_one_name_keep_their_own_ground_truth(tmp_path):
+    frame = generate_longitudinal(SMALL)
+    csv = write_table(frame, tmp_path / "long.csv", truth=planted_truth(SMALL))
+    other = dataclasses.replace(SMALL, seed=SMALL.seed + 1)
+    parquet = write_table(generate_longitudinal(other), tmp_path / "long.parquet", truth=planted_truth(other))
+    assert truth_path(csv).name == "long.csv.truth.json" and truth_path(parquet).name == "long.parquet.truth.json"
+    assert json.loads(truth_path(csv).read_text())["config"]["seed"] == SMALL.seed
+    write_table(frame, parquet)  # the parquet without its truth: the csv's stays
+    assert truth_path(csv).exists() and not truth_path(parquet).exists()
+
+
+def test_a_table_that_fails_to_move_in_leaves_the_old_pair(tmp_path, monkeypatch):
+    """Both files are written before either moves in, and the sidecar moves in after the table."""
+    frame = generate_longitudinal(SMALL)
+    path = write_table(frame, tmp_path / "long.csv", truth=planted_truth(SMALL))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == path:
+            raise OSError("simulated failure moving the table in")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    other = dataclasses.replace(SMALL, seed=SMALL.seed + 1)
+    with pytest.raises(OSError, match="simulated"):
+        write_table(generate_longitudinal(other), path, truth=planted_truth(other))
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # the old table stays; its sidecar was removed just before the move, never replaced by the new one
+    assert after == {path.name: before[path.name]}
 
 
 @pytest.mark.parametrize(
@@ -220,3 +256,13 @@ def test_cli_writes_table_and_truth(tmp_path):
     assert truth_path(out).exists()
     expected = generate_longitudinal(LongitudinalConfig(n_subjects=300, n_paired=40, n_features=16, seed=2))
     pd.testing.assert_frame_equal(frame, expected)
+
+
+@pytest.mark.parametrize("quick, expected", [(False, 120), (True, 200)])
+def test_cli_subjects_alone_keeps_the_presets_share_with_a_follow_up(tmp_path, quick, expected):
+    out = tmp_path / "t.csv"
+    args = ["synth", "longitudinal", *(["--quick"] if quick else []), "--subjects", "1000", "--features", "8",
+            "--no-truth", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"{expected} paired" in result.output

@@ -71,7 +71,10 @@ def images(
     try:
         config = preset(seed=seed, volumes=volumes, **overrides)
         config.validate()
-        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"--out {out} is a file, not a folder; choose a folder (--overwrite replaces "
+                                  "a folder's contents, never a file)")
+        if out.exists() and any(out.iterdir()) and not overwrite:
             raise FileExistsError(
                 f"--out {out} exists and is not an empty folder; choose another folder or pass --overwrite"
             )

@@ -18,14 +18,15 @@ def longitudinal(
     subjects: int | None = typer.Option(None, "--subjects", metavar="N",
                                         help="Subjects with a first visit (default 41,706; 3,000 with --quick)."),
     paired: int | None = typer.Option(None, "--paired", metavar="N",
-                                      help="Subjects with a follow-up visit (default 4,997; 600 with --quick)."),
+                                      help="Subjects with a follow-up visit (default 4,997; 600 with --quick; with --subjects alone, "
+                                           "the preset's share: 12 %, 20 % with --quick)."),
     features: int | None = typer.Option(None, "--features", metavar="N",
                                         help="Feature columns, 8 to 769 (default 769; 128 with --quick)."),
     missing: float | None = typer.Option(None, "--missing", metavar="FRACTION",
                                          help="Fraction of feature cells set to NaN (default 0.005)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same table."),
     truth: bool = typer.Option(True, "--truth/--no-truth",
-                               help="Also write the planted ground truth as FILE-stem.truth.json."),
+                               help="Also write the planted ground truth as FILE.truth.json (long.csv → long.csv.truth.json)."),
 ) -> None:
     """Generate the synthetic longitudinal table of regional brain features (SECONDGRAM's data).
 
@@ -61,7 +62,10 @@ def _config(quick: bool, subjects: int | None, paired: int | None, features: int
     """The preset (paper or quick) with the options given on the command line."""
     from neurodiff.data.synthetic_longitudinal import LongitudinalConfig
 
+    preset = LongitudinalConfig.quick if quick else LongitudinalConfig.paper
+    if subjects is not None and paired is None and subjects > 0:  # keep the preset's share with a follow-up
+        base = preset(seed=seed)
+        paired = max(1, round(subjects * base.n_paired / base.n_subjects))
     changes = {"n_subjects": subjects, "n_paired": paired, "n_features": features, "missing_fraction": missing}
     changes = {key: value for key, value in changes.items() if value is not None}
-    preset = LongitudinalConfig.quick if quick else LongitudinalConfig.paper
     return preset(seed=seed, **changes)

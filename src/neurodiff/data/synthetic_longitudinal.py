@@ -58,6 +58,8 @@ streams across its versions); a table with fewer features is exactly a column su
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import functools
 import json
@@ -512,31 +514,38 @@ def check_table_path(path: str | Path) -> Path:
 
 
 def truth_path(path: str | Path) -> Path:
-    """Where the ground-truth sidecar of a table goes: ``long.csv`` → ``long.truth.json``."""
-    return Path(path).with_suffix(".truth.json")
+    """Where the ground-truth sidecar of a table goes: ``long.csv`` → ``long.csv.truth.json`` (the whole file
+    name, so ``long.csv`` and ``long.parquet`` beside it keep their own)."""
+    path = Path(path)
+    return path.with_name(path.name + ".truth.json")
 
 
 def write_table(frame: pd.DataFrame, path: str | Path, truth: Mapping[str, Any] | None = None) -> Path:
     """Write the table atomically as CSV or Parquet (by extension); with `truth`, also the sidecar JSON
-    (:func:`truth_path`). Nothing is left behind if writing fails."""
+    (:func:`truth_path`, which names the table it describes under ``"table"``); without, an earlier
+    sidecar of this file is removed. Both files are written in full before either replaces what was
+    there; then the old sidecar goes, the table moves in and the new sidecar last, so an interruption
+    can leave a table without its sidecar but never beside another table's. Nothing is left behind
+    if writing fails."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     path = check_table_path(path)
+    sidecar = truth_path(path)
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".csv":
-            pacsv.write_csv(table, tmp, pacsv.WriteOptions(quoting_style="needed"))
-        else:
-            pq.write_table(table, tmp)
-        _readable(tmp)
-        if truth is not None:
-            with atomic_path(truth_path(path)) as tmp_truth:
-                tmp_truth.write_text(json.dumps(truth, indent=1, default=_to_json) + "\n")
+    with contextlib.ExitStack() as stack:
+        tmp_truth = stack.enter_context(atomic_path(sidecar)) if truth is not None else None
+        with atomic_path(path) as tmp:  # moved in before the sidecar (the outer context)
+            if path.suffix.lower() == ".csv":
+                pacsv.write_csv(table, tmp, pacsv.WriteOptions(quoting_style="needed"))
+            else:
+                pq.write_table(table, tmp)
+            _readable(tmp)
+            if tmp_truth is not None:
+                tmp_truth.write_text(json.dumps({"table": path.name, **truth}, indent=1, default=_to_json) + "\n")
                 _readable(tmp_truth)
-        else:  # an earlier table's ground truth must not stay beside this one
-            truth_path(path).unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)  # an earlier table's ground truth must not stay beside this one
     return path
 
 

@@ -17,8 +17,9 @@ import numpy as np
 #: Passed to :meth:`ImageCohortConfig.quick`: the quick cohort at 32×32 with enough patients for the
 #: survival analysis (what ``neurodiff normative benchmark --quick`` generates without --manifest).
 IMAGE_COHORT = dict(size=32, n_patients=200)
-#: Half the --quick table (3,000 subjects, 600 paired): SECONDGRAM generates a follow-up for every
-#: training subject for the downstream task, which dominates the imputation stage's time.
+#: Smaller than the --quick table (3,000 subjects, 600 paired): half its subjects, 500 of them paired.
+#: SECONDGRAM generates a follow-up for every training subject for the downstream task, which
+#: dominates the imputation stage's time.
 TABLE_SIZE = dict(n_subjects=1500, n_paired=500)
 IMAGES, TABLE = "images", "longitudinal.csv"
 

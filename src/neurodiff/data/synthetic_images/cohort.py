@@ -235,8 +235,9 @@ def _metadata(config: ImageCohortConfig, renderer: Renderer, manifest: pd.DataFr
         "counts": {
             "images": len(manifest),
             "subjects": int(manifest["subject_id"].nunique()),
-            "controls": int(groups.get("control", 0)),
-            "patients": int(groups.get("patient", 0)),
+            # images, not subjects: a travelling control is counted at every site that imaged them
+            "control_images": int(groups.get("control", 0)),
+            "patient_images": int(groups.get("patient", 0)),
             "traveller_images": int((manifest["true_traveller_id"] != "").sum()),
             "per_site": manifest["site"].value_counts().sort_index().to_dict(),
             "events": int(manifest["event"].fillna(0).sum()),
