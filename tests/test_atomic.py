@@ -86,3 +86,30 @@ def test_atomic_dir_overwrite_keeps_the_old_folder_when_the_swap_fails(tmp_path,
         with atomic_dir(out, overwrite=True) as tmp:
             (tmp / "v").write_text("new")
     assert (out / "v").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_symlinked_output_folder_is_written_through(tmp_path, overwrite):
+    """``out -> scratch/run1``: the results land in run1, the link stays, nothing is left beside it."""
+    target = tmp_path / "scratch" / "run1"
+    target.mkdir(parents=True)
+    if overwrite:
+        (target / "old.txt").write_text("old")
+    link = tmp_path / "out"
+    link.symlink_to(target, target_is_directory=True)
+    with atomic_dir(link, overwrite=overwrite) as tmp:
+        (tmp / "results.json").write_text("{}")
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert sorted(p.name for p in target.iterdir()) == ["results.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "scratch"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["run1"]
+
+
+def test_a_symlinked_output_file_is_written_through(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "results.json"
+    link.symlink_to(target)
+    write_json(link, {"a": 1})
+    assert link.is_symlink() and target.read_text().startswith("{")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["real.json", "results.json"]

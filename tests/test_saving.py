@@ -68,6 +68,15 @@ def test_a_folder_from_a_newer_neurodiff_loads_with_a_warning(saved, tmp_path):
         FeatureDiffusion.load(folder)
 
 
+def test_a_folder_in_a_newer_format_names_the_version_that_wrote_it(saved, tmp_path):
+    folder = _copy(saved[1], tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(neurodiff_version="99.0.0", format=config["format"] + 1)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match="saved by neurodiff 99.0.0.*upgrade neurodiff"):
+        FeatureDiffusion.load(folder)
+
+
 def _copy(path, tmp_path):
     target = tmp_path / "copy"
     shutil.copytree(path, target)

@@ -27,8 +27,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
         with atomic_path(out / "table.csv") as tmp:
             frame.to_csv(tmp, index=False)
+
+    A `path` that is a symbolic link is written through: the file it points to is replaced, the link stays.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -75,9 +77,11 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     """Yield a temporary folder beside `path`; on success rename it to `path`, on error delete it.
 
     If `path` exists and is not empty, raise FileExistsError unless `overwrite` is true, in which
-    case the old folder is replaced only after the new one is complete.
+    case the old folder is replaced only after the new one is complete. A `path` that is a symbolic
+    link (``out -> /scratch/run1``) is written through: the folder it points to gets the results, the
+    link stays.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:

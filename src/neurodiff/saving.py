@@ -110,9 +110,12 @@ def read_model_folder(directory: str | Path, expected_class: str | None = None) 
     config = _read_json(directory / CONFIG)
     if not isinstance(config, dict) or "class" not in config or "hyperparameters" not in config:
         raise ModelFolderError(f"{directory / CONFIG} is not a neurodiff model config (no 'class' or 'hyperparameters')")
-    if config.get("format") != FORMAT:
-        raise ModelFolderError(f"{directory / CONFIG} has format {config.get('format')!r}; this version reads {FORMAT}")
     saved = str(config.get("neurodiff_version", ""))
+    if config.get("format") != FORMAT:
+        written = config.get("format")
+        newer = (f": it was saved by neurodiff {saved or '(unknown version)'}, and this is {__version__}; upgrade "
+                 "neurodiff to load it") if isinstance(written, int) and written > FORMAT else ""
+        raise ModelFolderError(f"{directory / CONFIG} has format {written!r}; this version reads {FORMAT}{newer}")
     if _release(saved) > _release(__version__):
         warnings.warn(f"{directory} was saved by neurodiff {saved}, newer than this {__version__}: it loads if its "
                       "format and architecture match, but upgrade neurodiff if it misbehaves", stacklevel=3)
