@@ -81,11 +81,11 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     link (``out -> /scratch/run1``) is written through: the folder it points to gets the results, the
     link stays.
     """
-    path = Path(os.path.realpath(path))
+    given, path = path, Path(os.path.realpath(path))  # messages name the path as the caller gave it
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder")
+        raise FileExistsError(f"{given} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not empty; choose another folder or allow overwriting")
+        raise FileExistsError(f"{given} exists and is not empty; choose another folder or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700

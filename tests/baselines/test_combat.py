@@ -183,11 +183,15 @@ def test_a_small_target_site_is_matched_at_its_own_mean():
     assert gap < 0.003
 
 
-def test_a_covariate_constant_or_determined_by_site_is_refused(data):
-    images, covariates, _ = data
+def test_a_covariate_determined_by_site_is_refused_and_a_constant_one_left_out(data):
+    images, covariates, combat = data
     men = covariates.assign(sex="M")
-    with pytest.raises(ValueError, match="'sex' has the same value in every training image"):
-        ComBat().fit(images, men)
+    only_men = ComBat().fit(images, men)
+    assert only_men.constant_covariates_ == {"sex": 1.0} and combat.constant_covariates_ == {}
+    out = only_men.transform(images[:6], men[:6], "a")
+    assert out.shape == images[:6].shape and np.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"all had the same 'sex'.*image 2 has 'sex' = 'F'"):
+        only_men.transform(images[:6], men[:6].assign(sex=["M", "M", "F", "M", "M", "M"]), "a")
     by_site = covariates.assign(sex=np.where(covariates["site"] == "a", "F", "M"))
     with pytest.raises(ValueError, match="'sex' is determined by the site"):
         ComBat().fit(images, by_site)
@@ -202,3 +206,10 @@ def test_a_bad_image_is_named_by_its_position(data):
     bad[7, 0, 3, 3], bad[9, 0, 2, 2] = 0.5, 1.5
     with pytest.raises(ValueError, match="first outside: image 9"):
         ComBat().fit(bad, covariates)
+
+
+def test_the_image_check_passes_an_empty_batch():
+    """Callers such as the cVAE's transform accept zero images; naming a bad image must not break that."""
+    from neurodiff.baselines.combat import check_images
+
+    assert check_images(np.zeros((0, 1, 8, 8))).shape == (0, 1, 8, 8)

@@ -124,6 +124,16 @@ def test_regional_measures_errors(cohort):
         regional_measures(images[:, 0], cohort.affine)
 
 
+def test_regional_measures_name_a_bad_image_by_its_place_in_the_whole_set(cohort, monkeypatch):
+    import neurodiff.baselines.regional_measures as module
+
+    monkeypatch.setattr(module, "_CHUNK", 4)  # image 5 lies in the second chunk
+    images = cohort.images[:8].copy()
+    images[5, 0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="first: image 5,"):
+        regional_measures(images, cohort.affine)
+
+
 # ---------------------------------------------------------------- regression normative model
 
 

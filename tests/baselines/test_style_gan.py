@@ -132,3 +132,5 @@ def test_site_codes_compare_as_the_covariate_encodings_compare_them():
     expected = model.transform(images, coded, "1")
     for target in (1, 1.0, " 1 "):
         np.testing.assert_array_equal(model.transform(images, coded, target), expected)
+    model.sites_ = ["1.0", "2.0"]  # as models saved before kept a float column's sites
+    np.testing.assert_array_equal(model.transform(images, coded, 1.0), expected)

@@ -176,8 +176,20 @@ def test_a_csv_and_a_parquet_of_one_name_keep_their_own_ground_truth(tmp_path):
     assert truth_path(csv).exists() and not truth_path(parquet).exists()
 
 
-def test_a_table_that_fails_to_move_in_leaves_the_old_pair(tmp_path, monkeypatch):
-    """Both files are written before either moves in, and the sidecar moves in after the table."""
+def test_a_sidecar_named_by_an_earlier_version_goes_unless_a_sibling_table_may_own_it(tmp_path):
+    frame = generate_longitudinal(SMALL)
+    legacy = tmp_path / "long.truth.json"
+    legacy.write_text("{}")
+    write_table(frame, tmp_path / "long.csv", truth=planted_truth(SMALL))
+    assert not legacy.exists()
+    legacy.write_text("{}")  # now long.csv is beside long.parquet: the old name may be either's
+    write_table(frame, tmp_path / "long.parquet")
+    assert legacy.exists()
+
+
+def test_a_table_that_fails_to_move_in_leaves_the_old_table_and_no_sidecar(tmp_path, monkeypatch):
+    """Both files are written before either moves in; the old sidecar goes first and the new one moves in
+    after the table, so a failure never leaves a table beside another table's ground truth."""
     frame = generate_longitudinal(SMALL)
     path = write_table(frame, tmp_path / "long.csv", truth=planted_truth(SMALL))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}

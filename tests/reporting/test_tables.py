@@ -61,10 +61,10 @@ def test_p_values_keep_three_significant_digits():
                "cvae": {"p": _cell(0.04, 0.05, 0.03), "c_index": _cell(0.6, 0.61, 0.6)}}
     table = methods_table(methods, ["p", "c_index"], "t", {"p": False, "c_index": True}, p_values=("p",))
     assert "0.000" not in table
-    assert "<b>4.73e-05 ± 5.59e-05</b>" in table and "0.04 ± 0.0113" in table
+    assert "<b>4.73e-05 ± 5.59e-05</b>" in table and "0.0400 ± 0.0113" in table
     assert "0.710 ± 0.011" in table  # other metrics keep their 3 decimals
-    assert format_p(0.5) == "0.5" and format_p(0.0123) == "0.0123" and format_p(0.00099) == "9.90e-04"
-    assert format_p(0.0) == "0"
+    assert format_p(0.5) == "0.500" and format_p(0.0123) == "0.0123" and format_p(0.00099) == "9.90e-04"
+    assert format_p(0.0) == "0.00" and format_p(1.0) == "1.00"
 
 
 def test_cell_says_how_many_seeds_gave_a_value():

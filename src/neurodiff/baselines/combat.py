@@ -48,10 +48,11 @@ target images against 40, the mean |difference| of voxel means was 0.006; now 0.
 neuroCombat's reference-batch mode, the rest being the source site's shrinkage.) Against neuroHarmonize's ``ref_batch`` the difference is
 only the standardisation: the pooled fit here, the reference's own rows there.
 
-**Design.** The design [site one-hot, age, sex] must have full rank: a covariate with one value in
-every training image (e.g. only men), or one determined by the site (e.g. every woman at one site), is
-refused at :meth:`ComBat.fit` with its name; least squares would otherwise split the site effect
-between β and γ silently (measured: a 0.10 site gap made 0.30 by "harmonising").
+**Design.** A covariate determined by the site (e.g. every woman at one site) is refused at
+:meth:`ComBat.fit` with its name: least squares would otherwise split the site effect between β and γ
+silently (measured: a 0.10 site gap made 0.30 by "harmonising"). A covariate with one value in every
+training image (e.g. only men) has no estimable effect: it is left out of the design (β = 0), and
+:meth:`ComBat.transform` refuses an image with another value (that effect was never estimated).
 
 **Mask.** Voxels outside the brain are left as they are (zero-variance background would break the
 variance estimates). Default: voxels whose mean over the training images exceeds 0.05
@@ -87,11 +88,12 @@ _NONPARAMETRIC_CHUNK = 2**22  # voxel pairs per block of the non-parametric prio
 # ---------------------------------------------------------------- input checks (shared by the baselines)
 
 
-def check_images(images: Any, *, spatial_dims: tuple[int, ...] = (2, 3), shape: tuple[int, ...] | None = None
-                 ) -> np.ndarray:
+def check_images(images: Any, *, spatial_dims: tuple[int, ...] = (2, 3), shape: tuple[int, ...] | None = None,
+                 offset: int = 0) -> np.ndarray:
     """Images as a float64 array (N, 1, *spatial), finite, with intensities in [0, 1]; clear errors otherwise.
 
-    `shape` is the (1, *spatial) shape the model was fitted on, when there is one.
+    `shape` is the (1, *spatial) shape the model was fitted on, when there is one. An error names the
+    first bad image by its position plus `offset` (for a chunk of a larger set).
     """
     x = np.asarray(images, dtype=np.float64)
     if x.ndim - 2 not in spatial_dims or x.shape[1] != 1:
@@ -99,12 +101,12 @@ def check_images(images: Any, *, spatial_dims: tuple[int, ...] = (2, 3), shape: 
         raise ValueError(f"images must be shaped {wanted}, got {x.shape}")
     if shape is not None and x.shape[1:] != tuple(shape):
         raise ValueError(f"images are {x.shape[1:]}, the model was fitted on {tuple(shape)}")
-    flat = x.reshape(len(x), -1)
     if len(x) and not np.isfinite(x).all():
-        first = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
+        first = offset + int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))[0])
         raise ValueError(f"images contain NaN or infinite values (first: image {first}, counting from 0)")
     if len(x) and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
-        first = int(np.flatnonzero((flat.min(axis=1) < -1e-6) | (flat.max(axis=1) > 1 + 1e-6))[0])
+        flat = x.reshape(len(x), -1)
+        first = offset + int(np.flatnonzero((flat.min(axis=1) < -1e-6) | (flat.max(axis=1) > 1 + 1e-6))[0])
         raise ValueError(f"image intensities must lie in [0, 1] (found {x.min():.3g} to {x.max():.3g}; first "
                          f"outside: image {first}, counting from 0)")
     return x
@@ -154,7 +156,7 @@ def split_design(encoding: CovariateEncoding, covariates: pd.DataFrame) -> tuple
 def location_scale(y: np.ndarray, sites: np.ndarray, n_sites: int, cov: np.ndarray) -> dict[str, np.ndarray]:
     """Steps 1–3 of the module docstring: α (p,), β (q, p), σ² (p,), γ̂ and δ̂ (k, p)."""
     onehot = np.eye(n_sites)[sites]
-    coef = np.linalg.lstsq(np.hstack([onehot, cov]), y, rcond=None)[0]  # full rank: check_design
+    coef = np.linalg.lstsq(np.hstack([onehot, cov]), y, rcond=None)[0]  # full rank: see check_design
     counts = onehot.sum(axis=0)
     alpha = (counts / len(y)) @ coef[:n_sites]
     beta = coef[n_sites:]
@@ -166,17 +168,19 @@ def location_scale(y: np.ndarray, sites: np.ndarray, n_sites: int, cov: np.ndarr
     return {"alpha": alpha, "beta": beta, "var_pooled": var_pooled, "gamma_hat": gamma, "delta_hat": delta}
 
 
-def check_design(sites: np.ndarray, n_sites: int, cov: np.ndarray, names: list[str]) -> None:
-    """Refuse a design [site one-hot, covariates] without full rank, naming the covariate at fault."""
+def check_design(sites: np.ndarray, n_sites: int, cov: np.ndarray, names: list[str]) -> list[int]:
+    """The covariates (columns of `cov`) with one value in every image, whose effect cannot be estimated and
+    which the design leaves out; a ValueError naming any other covariate that the site (with the
+    covariates before it) determines, whose effect cannot be told from the site's."""
     onehot = np.eye(n_sites)[sites]
-    for j, name in enumerate(names):
-        if np.ptp(cov[:, j]) == 0:
-            raise ValueError(f"ComBat: covariate {name!r} has the same value in every training image, so its "
-                             "effect cannot be told from the grand mean; use images with both values")
-        if np.linalg.matrix_rank(np.hstack([onehot, cov[:, : j + 1]])) < n_sites + j + 1:
-            raise ValueError(f"ComBat: covariate {name!r} is determined by the site (together with the covariates "
-                             "before it), so its effect cannot be told from the site effect; ComBat needs each "
-                             "site to have a mix of its values")
+    constant = [j for j in range(cov.shape[1]) if np.ptp(cov[:, j]) == 0]
+    kept = [j for j in range(cov.shape[1]) if j not in constant]
+    for k, j in enumerate(kept):
+        if np.linalg.matrix_rank(np.hstack([onehot, cov[:, kept[: k + 1]]])) < n_sites + k + 1:
+            raise ValueError(f"ComBat: covariate {names[j]!r} is determined by the site (together with the "
+                             "covariates before it), so its effect cannot be told from the site effect; ComBat "
+                             "needs each site to have a mix of its values")
+    return constant
 
 
 def inverse_gamma_prior(delta_hat: np.ndarray) -> tuple[float, float]:
@@ -283,7 +287,11 @@ class ComBat:
         self.sites_ = list(self.encoding_.categories("site"))
         cov, sites = split_design(self.encoding_, covariates)
         _check_site_sizes(sites, self.sites_)
-        check_design(sites, len(self.sites_), cov, self.encoding_.columns[: cov.shape[1]])
+        names = self.encoding_.columns[: cov.shape[1]]
+        constant = check_design(sites, len(self.sites_), cov, names)
+        # left out of the design (β = 0); transform refuses another value
+        self.constant_covariates_ = {names[j]: float(cov[0, j]) for j in constant}
+        cov = self._without_constant(cov)
         self.image_shape_ = x.shape[1:]
         self.mask_ = self._resolve_mask(x)
         y = x[:, 0][:, self.mask_]
@@ -337,10 +345,27 @@ class ComBat:
         x, covariates = check_harmonisation_inputs(images, covariates, shape=self.image_shape_)
         target = site_index(self.encoding_, target_site)
         cov, sites = split_design(self.encoding_, covariates)
+        cov = self._without_constant(cov, covariates)
         y = x[:, 0][:, self.mask_]
         out = x.copy()
         out[:, 0][:, self.mask_] = self._to_site(y, cov, sites, target)
         return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+    def _without_constant(self, cov: np.ndarray, covariates: pd.DataFrame | None = None) -> np.ndarray:
+        """`cov` with the covariates constant at fit zeroed; at transform (`covariates` given), an image
+        with another value of one is a ValueError naming it."""
+        constant = getattr(self, "constant_covariates_", {})  # none in models fitted before it existed
+        names = self.encoding_.columns[: cov.shape[1]]
+        cov = cov.copy()
+        for j, name in enumerate(names):
+            if name not in constant:
+                continue
+            if covariates is not None and not np.allclose(cov[:, j], constant[name]):
+                first = int(np.flatnonzero(~np.isclose(cov[:, j], constant[name]))[0])
+                raise ValueError(f"ComBat was fitted on images that all had the same {name!r}, so its effect was "
+                                 f"never estimated; image {first} has {name!r} = {covariates[name].iloc[first]!r}")
+            cov[:, j] = 0.0
+        return cov
 
     def _to_site(self, y: np.ndarray, cov: np.ndarray, sites: np.ndarray, target: int) -> np.ndarray:
         """y_t = α + Xβ + σ·(γ̂_t + (s − γ*_s)·√(δ̂_t / δ*_s)) for in-mask voxels y (n, p)."""

@@ -78,7 +78,7 @@ def regional_measures(images: Any, affine: Any) -> pd.DataFrame:
     names, weights = sector_weights(x.shape[2:], affine)
     values = np.zeros((len(x), len(names)))
     for start in range(0, len(x), _CHUNK):  # bounded memory for large cohorts of volumes
-        chunk = check_images(x[start:start + _CHUNK])
+        chunk = check_images(x[start:start + _CHUNK], offset=start)
         values[start:start + len(chunk)] = chunk.reshape(len(chunk), -1) @ weights.T
     return pd.DataFrame(values, columns=names)
 

@@ -309,11 +309,16 @@ class StyleEncodingGAN(Estimator):
         return x.clamp(0.0, 1.0)
 
     def _site_index(self, site: Any, argument: str = "target_site") -> int:
-        """Sites compare as the covariate encodings compare them (site 1 and 1.0 alike, spaces trimmed)."""
-        keys = [category_key(s) for s in self.sites_]  # models saved before the keys were normalised too
-        if category_key(site) not in keys:
-            raise ValueError(f"unknown {argument} {site!r}; the model was trained on the sites {self.sites_}")
-        return keys.index(category_key(site))
+        """Sites compare as the covariate encodings compare them (site 1 and 1.0 alike, spaces trimmed).
+
+        Models saved before that kept str() of each site ("1.0" for a float column): the name as str()
+        writes it still finds such a site."""
+        keys = [category_key(s) for s in self.sites_]
+        if category_key(site) in keys:
+            return keys.index(category_key(site))
+        if str(site) in self.sites_:
+            return self.sites_.index(str(site))
+        raise ValueError(f"unknown {argument} {site!r}; the model was trained on the sites {self.sites_}")
 
     # ------------------------------------------------------------------ networks
     def _n_down(self) -> tuple[int, int]:

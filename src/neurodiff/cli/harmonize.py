@@ -69,8 +69,8 @@ def apply(
     manifest: Path = typer.Option(..., "--manifest", help="Manifest of the images to harmonise (age, sex, site needed)."),
     target_site: str = typer.Option(..., "--target-site", help="Site to map every image to (one seen in training)."),
     out: Path = typer.Option(..., "--out", help="Output folder (absent or empty): harmonised NIfTI files and manifest.csv."),
-    inversion_steps: int = typer.Option(None, "--inversion-steps", help="DDIM inversion steps (default: the model's, 50)."),
-    render_steps: int = typer.Option(None, "--render-steps", help="DDIM rendering steps (default: the model's, 50)."),
+    inversion_steps: int = typer.Option(None, "--inversion-steps", help="DDIM inversion steps (default: the model's; unset, 50 or T if fewer)."),
+    render_steps: int = typer.Option(None, "--render-steps", help="DDIM rendering steps (default: the model's; unset, 50 or T if fewer)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (whatever the model was trained on)."),
 ) -> None:
     """Write one harmonised NIfTI per input (same affine and header) and an output manifest.

@@ -59,7 +59,6 @@ streams across its versions); a table with fewer features is exactly a column su
 from __future__ import annotations
 
 import contextlib
-
 import dataclasses
 import functools
 import json
@@ -546,7 +545,17 @@ def write_table(frame: pd.DataFrame, path: str | Path, truth: Mapping[str, Any] 
                 tmp_truth.write_text(json.dumps({"table": path.name, **truth}, indent=1, default=_to_json) + "\n")
                 _readable(tmp_truth)
             sidecar.unlink(missing_ok=True)  # an earlier table's ground truth must not stay beside this one
+            for legacy in _legacy_sidecars(path):
+                legacy.unlink(missing_ok=True)
     return path
+
+
+def _legacy_sidecars(path: Path) -> list[Path]:
+    """The sidecar that versions before the whole-name ones wrote for this table (``long.truth.json``),
+    unless another table of the same stem is beside it (the sidecar may be that table's)."""
+    if any(path.with_suffix(suffix).exists() for suffix in TABLE_SUFFIXES if suffix != path.suffix.lower()):
+        return []
+    return [path.with_suffix(".truth.json")]
 
 
 def _readable(path: Path) -> None:

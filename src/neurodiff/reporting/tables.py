@@ -26,7 +26,7 @@ def format_p(value: float, digits: int = 3) -> str:
     """A p-value to `digits` significant digits, in scientific notation below 10⁻³ (``2.00e-06``)."""
     if value != 0 and abs(value) < 1e-3:
         return f"{value:.{digits - 1}e}"
-    return f"{value:.{digits}g}"
+    return f"{value:#.{digits}g}"  # "#": keep trailing zeros (0.0500, not 0.05)
 
 
 def format_cell(summary: dict[str, Any] | None, digits: int = 3, *, p_value: bool = False) -> str:
