@@ -181,6 +181,25 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     assert resumed.history["epoch_loss"] == full.history["epoch_loss"]  # epoch 2 began before the interruption
 
 
+def test_step_log_entries_are_checkpointed_and_survive_a_resume(tmp_path):
+    """The step log of the checkpoint's step is in the checkpoint: asked for before that step's save."""
+    settings = dict(max_steps=10, batch_size=8, lr=3e-3, seed=5, progress=False)
+
+    def step_log(step):
+        return {"step_squared": step * step} if step % 2 == 0 else None
+
+    full = Trainer(**settings, step_log=step_log).fit(make_net(), diffusion_loss, make_data())
+    assert full.history["step_log"] == [{"step": s, "step_squared": float(s * s)} for s in (2, 4, 6, 8, 10)]
+    ckpt = tmp_path / "run"
+    with pytest.raises(_Interrupt):  # checkpoint at step 6, killed after step 7
+        Trainer(**settings, step_log=step_log, checkpoint_dir=ckpt, checkpoint_every=3,
+                on_step=_stop_at(7)).fit(make_net(), diffusion_loss, make_data())
+    resumed = Trainer(**settings, step_log=step_log, checkpoint_dir=ckpt, checkpoint_every=3).fit(
+        make_net(), diffusion_loss, make_data())
+    assert resumed.history["resumed_at_step"] == 6
+    assert resumed.history["step_log"] == full.history["step_log"]
+
+
 def test_a_finished_run_continues_when_given_more_steps(tmp_path):
     settings = dict(batch_size=8, lr=3e-3, seed=5, progress=False)
     straight = Trainer(**settings, max_steps=10).fit(make_net(), diffusion_loss, make_data())

@@ -23,8 +23,9 @@ the defaults; an explicit count above T is an error.
 
 Training logs, every `sensitivity_every` steps, how much the noise prediction depends on the
 latent (:func:`~neurodiff.nets.diffusion_autoencoder.latent_sensitivity`): the guard against the
-known failure in which the decoder learns to ignore its latent. The log is part of the trainer's
-checkpointed history, so a run resumed from a checkpoint keeps the entries from before the interruption.
+known failure in which the decoder learns to ignore its latent. The log is kept in the trainer's
+checkpointed history (its ``step_log``), so a run resumed from a checkpoint keeps the entries from before
+the interruption.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ from neurodiff.diffusion import Diffusion
 from neurodiff.nets.diffae_unet import CovariateEncoder, DiffAEUNet, SemanticEncoder
 from neurodiff.nets.diffusion_autoencoder import DiffusionAutoencoderNet, latent_sensitivity
 from neurodiff.training import TensorData, Trainer, resolve_device, seed_everything
-from neurodiff.training.checkpoint import CHECKPOINT_NAME
 
+#: The key of the latent sensitivity in the trainer's ``history["step_log"]``.
+SENSITIVITY = "latent_sensitivity"
 #: The brain-slice recipe of METHODS.md §2 ("paper"), a CPU-minutes size for 64×64 slices ("quick")
 #: and one for small volumes, e.g. 32³ ("quick3d": about 2 s per step on 2 CPU cores, 8 min in all;
 #: the papers' stated future work, no published recipe).
@@ -257,31 +259,18 @@ class DiffusionAutoencoder(Estimator):
             tensors["lat_cov"] = lat_cov
         data = TensorData(**tensors)
         probe = {k: v[: min(8, len(x))] for k, v in tensors.items()}
-        log = self._sensitivity_logger(net, probe)
         trainer = Trainer(
             max_steps=self.max_steps, batch_size=min(self.batch_size, len(x)), lr=self.lr, ema_decay=self.ema_decay,
             checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every, resume=self.resume,
             seed=self.seed, device=self.device, precision=self.precision, progress=self.progress,
-            description="DiffAE", on_step=log.on_step if log else None,
+            description="DiffAE", step_log=self._sensitivity_logger(net, probe),
         )
-        result = trainer.fit(net, log.wrap(self._loss) if log else self._loss, data)
+        result = trainer.fit(net, self._loss, data)
         self.net_, self.history_ = result.model.eval(), result.history
-        self.history_["latent_sensitivity"] = log.finish(self.history_) if log else []
+        self.history_["latent_sensitivity"] = [{"step": entry["step"], "value": entry[SENSITIVITY]}
+                                               for entry in self.history_["step_log"] if SENSITIVITY in entry]
         self.is_fitted_ = True
         return self
-
-    def _checkpoint_step(self) -> int:
-        """The step the trainer will resume from (0 when it starts afresh): read without loading the tensors."""
-        if self.checkpoint_dir is None or not self.resume:
-            return 0
-        path = Path(self.checkpoint_dir) / CHECKPOINT_NAME
-        if not path.exists():
-            return 0
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            return int(state["position"]["step"])
-        except Exception:  # noqa: BLE001 - an unreadable checkpoint: the trainer reports it
-            return 0
 
     def _build(self) -> DiffusionAutoencoderNet:
         spatial_dims, size = len(self.image_shape_) - 1, min(self.image_shape_[1:])
@@ -317,23 +306,25 @@ class DiffusionAutoencoder(Estimator):
         """The training loss given the diffusion loss (extension point: add terms on the latent)."""
         return diffusion_loss
 
-    def _sensitivity_logger(self, net, probe) -> _SensitivityLog | None:
-        """Every `sensitivity_every` steps, the latent sensitivity on a fixed probe batch (None: not logged)."""
+    def _sensitivity_logger(self, net, probe):
+        """The trainer's `step_log`: every `sensitivity_every` steps, the latent sensitivity on a fixed probe
+        batch (None: not logged)."""
         if not self.sensitivity_every or len(probe["x"]) < 2:
             return None
         noise = torch.randn(probe["x"].shape, generator=torch.Generator().manual_seed(self.seed + 7))
         t = torch.full((len(probe["x"]),), self.diffusion_.num_timesteps // 2, dtype=torch.long)
 
-        def measure() -> float:
+        def log(step: int) -> dict[str, float] | None:
+            if step % self.sensitivity_every:
+                return None
             device = next(net.parameters()).device
             p = {k: v.to(device) for k, v in probe.items()}
-            # in float32 and without gradients, also when called inside the trainer's autocast
-            with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            with torch.no_grad():
                 z = net.latent(p["x"], p.get("enc_cov"), p.get("lat_cov"))
                 x_t = self.diffusion_.q_sample(p["x"], t.to(device), noise.to(device))
-                return latent_sensitivity(net, x_t, t.to(device), z)
+                return {SENSITIVITY: latent_sensitivity(net, x_t, t.to(device), z)}
 
-        return _SensitivityLog(measure, self.sensitivity_every, self._checkpoint_step())
+        return log
 
     # ------------------------------------------------------------------ the DiffAE verbs
     @torch.no_grad()
@@ -426,51 +417,6 @@ class DiffusionAutoencoder(Estimator):
         self.net_ = self._build()
         self.history_ = None
         self.training_summary_ = statistics["training"]
-
-
-class _SensitivityLog:
-    """The latent-sensitivity log of a training run, kept in the trainer's checkpointed history.
-
-    The value for step s (the weights after s updates) is measured when the trainer computes the loss
-    of step s + 1, on those same weights, and handed to the trainer as a metric
-    (``history["metrics"]``); the checkpoint of any later step holds it, so a run resumed from step s
-    keeps the entries before s and measures step s again on the restored weights. The last step's
-    value is measured after training (:meth:`finish`), which gathers the log.
-    """
-
-    VALUE, STEP = "latent_sensitivity", "latent_sensitivity_step"
-
-    def __init__(self, measure, every: int, done: int):
-        self.measure, self.every = measure, every
-        self.done = done  # updates done: the step the run starts (or resumes) from, then on_step's
-        self.measured: int | None = None
-
-    def on_step(self, position, loss) -> None:
-        self.done = position.step
-
-    def wrap(self, loss_fn):
-        def loss_with_log(net, batch, generator):
-            step = self.done
-            value = None
-            if step > 0 and step % self.every == 0 and step != self.measured:
-                self.measured, value = step, self.measure()
-            out = loss_fn(net, batch, generator)
-            if value is None:
-                return out
-            loss, metrics = out if isinstance(out, tuple) else (out, {})
-            return loss, {**metrics, self.VALUE: value, self.STEP: step}
-
-        return loss_with_log
-
-    def finish(self, history: dict[str, Any]) -> list[dict[str, float]]:
-        """The log [{"step", "value"}, …], taken out of the history's metrics, with the last step's entry."""
-        metrics = history.get("metrics", {})
-        values, steps = metrics.pop(self.VALUE, []), metrics.pop(self.STEP, [])
-        log = {int(s): float(v) for s, v in zip(steps, values)}
-        last = len(history.get("loss", []))
-        if last > 0 and last % self.every == 0:
-            log[last] = self.measure()
-        return [{"step": s, "value": log[s]} for s in sorted(log)]
 
 
 def _fit_encoding(frame: pd.DataFrame, columns: Sequence[str]) -> CovariateEncoding | None:

@@ -131,6 +131,11 @@ class Trainer:
         when `checkpoint_every` is None, and at the end of training.
     resume:
         Continue from the checkpoint in `checkpoint_dir` when there is one.
+    step_log:
+        Called with the step number after every update, before that step's checkpoint: a dict it
+        returns is kept in ``history["step_log"]`` as ``{"step": s, **values}``, checkpointed with the
+        rest of the history, so a resumed run has the entries from before the interruption (e.g.
+        DiffAE's latent sensitivity). None or an empty dict: nothing kept.
     seed:
         Seeds batch order, noise, timesteps and dropout: CPU runs are exactly reproducible.
         Under torchrun, every rank uses the same batch order and its own noise.
@@ -162,6 +167,7 @@ class Trainer:
         progress: bool = True,
         description: str = "training",
         on_step: Callable[[_Position, float], None] | None = None,
+        step_log: Callable[[int], dict[str, float] | None] | None = None,
     ):
         if max_epochs is None and max_steps is None:
             raise ValueError("give max_epochs or max_steps")
@@ -183,6 +189,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.resume, self.seed, self.device, self.precision = resume, seed, device, precision
         self.num_workers, self.progress, self.description, self.on_step = num_workers, progress, description, on_step
+        self.step_log = step_log
 
     # ------------------------------------------------------------------ public
     def fit(self, model: nn.Module, loss_fn: LossFn, data: TensorData | Dataset) -> TrainResult:
@@ -243,6 +250,8 @@ class Trainer:
                                       generator, history)
                     pos.step += 1
                     pos.batch += 1
+                    if self.step_log is not None and (values := self.step_log(pos.step)):
+                        history["step_log"].append({"step": pos.step, **{k: float(v) for k, v in values.items()}})
                     if self._calibration_due(pos):
                         self._calibrate(replica, model, loss_fn, data, device, history, scaler)
                         history["thresholds"] = self.gradient_manipulation.to_dict()
@@ -498,7 +507,8 @@ def _flush_denormals(device: torch.device):
 
 def _new_history() -> dict[str, Any]:
     return {"loss": [], "grad_norm": [], "epoch_loss": [], "validation": [], "metrics": {},
-            "skipped": 0, "clipped": 0, "skipped_steps": [], "scaler_overflows": 0, "seconds": 0.0}
+            "skipped": 0, "clipped": 0, "skipped_steps": [], "scaler_overflows": 0, "step_log": [],
+            "seconds": 0.0}
 
 
 def _rows(batch: Any) -> int:
