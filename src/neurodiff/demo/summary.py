@@ -16,7 +16,7 @@ from typing import Any
 from neurodiff.atomic import write_json, write_text
 from neurodiff.demo.budget import Budget
 from neurodiff.reporting.results import environment
-from neurodiff.reporting.tables import format_cell, methods_table, page, ranking_losses
+from neurodiff.reporting.tables import format_cell, methods_table, metric_losses, page
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,7 @@ def reading(methods: dict[str, dict[str, Any]], headline: Headline) -> str:
             continue
         contenders = [m for m, v in methods.items() if m == headline.method or (
             m not in headline.not_baselines and m not in headline.unranked and v.get(metric, {}).get("mean") is not None)]
-        means = {m: methods[m][metric]["mean"] for m in contenders}
-        targets = {m: (methods[m].get(reference) or {}).get("mean") for m in contenders} if reference else None
-        losses = ranking_losses(means, higher, targets)  # lower is better; near the reference when there is one
+        losses = metric_losses(methods, contenders, metric, higher, reference)  # lower is better
         rivals = [m for m in losses if m != headline.method]
         if headline.method not in losses or not rivals:
             continue

@@ -38,7 +38,7 @@ from neurodiff.reporting.impute_figures import (
     draw_bars,
     style_bar_axes,
 )
-from neurodiff.reporting.tables import best_methods, ranking_losses
+from neurodiff.reporting.tables import best_methods, metric_losses
 
 __all__ = ["CAPTIONS", "DPI", "METRIC_TITLES", "UMAP_MIN_POINTS", "image_grid", "latent_umap", "metric_bars"]
 
@@ -232,17 +232,6 @@ def _reference(methods: Mapping[str, Mapping[str, Any]], metric: str) -> float |
     return float(np.mean(values)) if values else None
 
 
-def _targets(methods: Mapping[str, Mapping[str, Any]], names: Sequence[str], metric: str) -> dict[str, float | None]:
-    """Each method's ideal value of a metric ranked by closeness (as in the report tables): the number in
-    :data:`REFERENCE_VALUES`, or that method's own value of the metric named there; empty for others."""
-    reference = REFERENCE_VALUES.get(metric)
-    if reference is None:
-        return {}
-    if isinstance(reference, str):
-        return {name: _summary(methods, name, reference)[0] for name in names}
-    return dict.fromkeys(names, float(reference))
-
-
 def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None, *,
                 higher_is_better: Mapping[str, bool | None] | None = None, max_cols: int = 4,
                 unranked: Collection[str] = ()):
@@ -269,10 +258,9 @@ def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes.flat, chosen):
         summaries = {name: _summary(methods, name, metric) for name in names}
-        means = {n: s[0] for n, s in summaries.items() if s[0] is not None}
         reference = _reference(methods, metric)
         higher = direction.get(metric)
-        best = best_methods(ranking_losses(means, higher, _targets(methods, names, metric)), unranked)
+        best = best_methods(metric_losses(methods, names, metric, higher, REFERENCE_VALUES.get(metric)), unranked)
         if higher is None:
             arrow = f"best near {reference:.3g}" if reference is not None else ""
         else:

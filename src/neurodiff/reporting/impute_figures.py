@@ -31,7 +31,7 @@ import numpy as np
 from neurodiff.atomic import atomic_path
 from neurodiff.evaluation.imputation import HIGHER_IS_BETTER, METRIC_NAMES
 from neurodiff.reporting.figure_guard import draw_or_warn
-from neurodiff.reporting.tables import best_methods, ranking_losses
+from neurodiff.reporting.tables import best_methods, metric_losses
 
 METRIC_TITLES = {
     "pearson_feature": "Pearson r per feature",
@@ -419,8 +419,7 @@ def _metric_bars_figure(methods: Mapping[str, Mapping[str, Any]], colours: Mappi
     for ax, metric in zip(axes.flat, metrics):
         higher = HIGHER_IS_BETTER[metric]
         summaries = {name: _summary(methods, name, metric) for name in names}
-        means = {n: s[0] for n, s in summaries.items() if s[0] is not None}
-        best = best_methods(ranking_losses(means, higher), unranked)
+        best = best_methods(metric_losses(methods, names, metric, higher), unranked)
         draw_bars(ax, names, summaries, colours, best, rng)
         ax.axhline(0, color="black", lw=0.6)
         arrow = "↑ higher is better" if higher else "↓ lower is better"

@@ -94,7 +94,7 @@ def methods_table(methods: dict[str, dict[str, Any]], metrics: Sequence[str], ca
     if not rows:
         return ""
     directions, references = higher_is_better or {}, references or {}
-    best = {metric: best_methods(_losses(methods, rows, metric, directions.get(metric), references.get(metric)),
+    best = {metric: best_methods(metric_losses(methods, rows, metric, directions.get(metric), references.get(metric)),
                                  unranked) for metric in metrics}
     head = "".join(f"<th>{html.escape(m)}{_marker(directions.get(m), references.get(m))}</th>" for m in metrics)
     body = []
@@ -108,8 +108,10 @@ def methods_table(methods: dict[str, dict[str, Any]], metrics: Sequence[str], ca
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
-def _losses(methods: dict[str, dict[str, Any]], rows: Sequence[str], metric: str, direction: bool | None,
-            reference: float | str | None) -> dict[str, float]:
+def metric_losses(methods: Mapping[str, Mapping[str, Any]], rows: Sequence[str], metric: str,
+                  direction: bool | None, reference: float | str | None = None) -> dict[str, float]:
+    """:func:`ranking_losses` of `metric` for the methods `rows` of a results.json ``methods`` mapping (those
+    with a mean); `reference` a number, or the name of the metric holding each method's own ideal value."""
     means = {m: mean for m in rows if (mean := (methods[m].get(metric) or {}).get("mean")) is not None}
     targets = {m: _reference(methods[m], reference) for m in means} if reference is not None else None
     return ranking_losses(means, direction, targets)
