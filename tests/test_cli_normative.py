@@ -45,6 +45,10 @@ def test_score_writes_scores_and_deviation_maps(scored, tiny_patient_cohort):
                    "mahalanobis", "mahalanobis_z", "deviation_path"):
         assert column in table.columns
     assert table["similarity"].between(-1, 1).all() and table["similarity_percentile"].between(0, 100).all()
+    # which rows the model was fitted on (in-sample), which calibrated it, which are new
+    assert set(table["normative_role"]) == {"training", "calibration", "new"}
+    assert table.loc[table["normative_role"].ne("new"), "group"].eq("control").all()
+    assert table.loc[table["group"].eq("patient"), "normative_role"].eq("new").all()
     deviation = nib.load(scored / "scores" / table["deviation_path"][0])
     source = nib.load(frame["resolved_path"][0])
     assert deviation.shape == source.shape and np.allclose(deviation.affine, source.affine)
@@ -83,6 +87,37 @@ def test_survival_names_bad_times_and_missing_events(scored, tmp_path):
                                  "--score-column", "simlarity", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "simlarity" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_survival_names_a_blank_subject_id_and_warns_of_unscored_patients(scored, tiny_patient_cohort, tmp_path):
+    """A blank id used to crash with a TypeError traceback; manifest patients without a score were dropped
+    without a word."""
+    manifest, frame, _ = tiny_patient_cohort
+    table = pd.read_csv(scored / "scores" / "scores.csv", dtype={"subject_id": str})
+    blank = table.copy()
+    blank.loc[3, "subject_id"] = np.nan
+    blank.to_csv(tmp_path / "blank.csv", index=False)
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(tmp_path / "blank.csv"), "--manifest",
+                                 str(manifest), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "blank.csv has 1 row(s) without a subject_id (row 5)" in result.output
+    assert not (tmp_path / "out").exists()
+    patients = table.index[table["group"].eq("patient")]
+    table.drop(index=patients[:2]).to_csv(tmp_path / "fewer.csv", index=False)
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(tmp_path / "fewer.csv"), "--manifest",
+                                 str(manifest), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    dropped = ", ".join(sorted(table["subject_id"][patients[:2]]))
+    assert f"2 patient(s) of --manifest {manifest} have no score" in result.output and dropped in result.output
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["result"]["n"] == int(frame["group"].eq("patient").sum()) - 2
+    assert any("have no score" in w for w in document["warnings"])
+    # a clinical table without a group column: the controls in it are not "patients without a score"
+    clinical = tmp_path / "clinical.csv"
+    pd.read_csv(manifest, dtype={"subject_id": str}).drop(columns=["group"]).to_csv(clinical, index=False)
+    result = runner.invoke(app, ["normative", "survival", "--scores", str(scored / "scores" / "scores.csv"),
+                                 "--manifest", str(clinical), "--out", str(tmp_path / "out2")])
+    assert result.exit_code == 0, result.output
+    assert "have no score" not in result.output
 
 
 def test_survival_warns_when_events_are_few(scored, tmp_path):
@@ -143,6 +178,42 @@ def test_benchmark_check_refuses_a_patient_imaged_twice_and_too_few_controls_for
     with pytest.raises(ValueError, match="brain_age_gap needs at least 10 training control images.*leaves 9"):
         config.check(cohort(13, ["p1", "p2", "p3"]))
     NormativeBenchmarkConfig(methods=("nda",)).check(cohort(13, ["p1", "p2", "p3"]))
+
+
+def test_benchmark_check_refuses_bad_patient_survival_data_before_training():
+    """A negative time used to pass the check and fail only after the first model (NDA: hours) was fitted."""
+    from neurodiff.evaluation.normative_benchmark import NormativeBenchmarkConfig
+
+    frame = pd.DataFrame({"subject_id": [f"c{i}" for i in range(14)] + ["p1", "p2", "p3"],
+                          "group": ["control"] * 14 + ["patient"] * 3, "age": 60.0, "sex": "F",
+                          "time": [float("nan")] * 14 + [100.0, -5.0, 30.0], "event": [0] * 14 + [1, 1, 0]})
+    with pytest.raises(ValueError, match=r"time column 'time' must be > 0.*p2 \(time=-5.0\)"):
+        NormativeBenchmarkConfig().check(frame)
+    frame.loc[15, "time"] = 5.0
+    NormativeBenchmarkConfig().check(frame)  # controls' blank times are not checked
+
+
+def test_ranked_survival_metrics_know_which_way_the_score_should_point():
+    """A score of deviation whose patients live *longer* the more deviant they are runs the wrong way: the
+    Cox model's own C-index and 'CI excludes 1' cannot tell (the model picks its sign from the outcome), the
+    direction-aware metrics can."""
+    from neurodiff.evaluation.normative_benchmark import NormativeBenchmarkConfig, _evaluate
+    from neurodiff.evaluation.survival import survival_analysis
+
+    rng = np.random.default_rng(0)
+    n_controls, n_patients = 30, 60
+    values = np.r_[rng.normal(0.0, 1.0, n_controls), rng.normal(1.0, 1.0, n_patients)]
+    time = np.r_[np.full(n_controls, np.nan), 100.0 * np.exp(0.8 * values[n_controls:] + rng.normal(0, 0.3, n_patients))]
+    frame = pd.DataFrame({"subject_id": [f"s{i}" for i in range(len(values))], "time": time,
+                          "event": np.r_[np.zeros(n_controls, int), np.ones(n_patients, int)]})
+    is_patient = np.r_[np.zeros(n_controls, bool), np.ones(n_patients, bool)]
+    config = NormativeBenchmarkConfig(survival_covariates=())
+    wrong, _ = _evaluate("cvae", values, frame, is_patient, config, survival_analysis)  # higher = more deviant
+    right, _ = _evaluate("nda", values, frame, is_patient, config, survival_analysis)   # higher = more normal
+    assert wrong["c_index"] == pytest.approx(right["c_index"]) and wrong["c_index"] > 0.7
+    assert wrong["hr_ci_excludes_1"] == right["hr_ci_excludes_1"] == 1.0
+    assert wrong["c_index_expected"] == pytest.approx(1 - right["c_index_expected"]) and wrong["c_index_expected"] < 0.3
+    assert (wrong["hr_ci_expected_side"], right["hr_ci_expected_side"]) == (0.0, 1.0)
 
 
 def test_survival_refuses_a_patient_scored_twice_without_a_manifest(scored, tmp_path):

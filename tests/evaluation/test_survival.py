@@ -173,6 +173,43 @@ def test_covariate_errors(cohort):
         cox_analysis(gappy, "score", ["age"])
 
 
+def test_site_codes_are_labels_whatever_their_type(cohort):
+    """Site 1/2/3 entered as one linear term 'per unit of site' before; now as dummies, like text codes,
+    with numbers ordered as numbers (site 2 before site 10)."""
+    sites = np.resize([1, 2, 10], len(cohort))
+    numeric = cox_analysis(cohort.assign(site=sites), "score", ["site"])
+    text = cox_analysis(cohort.assign(site=[f"s{v:02d}" for v in sites]), "score", ["site"])
+    assert list(numeric["covariates"]) == ["site[2]", "site[10]"]
+    assert list(text["covariates"]) == ["site[s02]", "site[s10]"]
+    assert numeric["hr"] == pytest.approx(text["hr"], rel=1e-9)
+    floats = cox_analysis(cohort.assign(site=sites.astype(float)), "score", ["site"])  # as read from a CSV gap
+    assert list(floats["covariates"]) == ["site[2]", "site[10]"]
+
+
+def test_a_numeric_covariate_with_stray_text_is_named_not_dummy_coded(cohort):
+    typo = cohort.assign(age=cohort["age"].round(0).astype(object))
+    typo.loc[3, "age"] = "65+"
+    with pytest.raises(SurvivalDataError, match=r"covariate column 'age' is numeric except for 1 entry: "
+                                                r"subject_id S003 \(age='65\+'\)"):
+        cox_analysis(typo, "score", ["age"])
+
+
+def test_likelihood_ratio_p_is_reported_and_a_wald_p_that_lost_its_power_warns():
+    """A score that nearly separates deaths from survivors: a huge standard error makes the Wald test
+    useless (p large) while the likelihood-ratio test sees the effect."""
+    rng = np.random.default_rng(0)
+    event = rng.integers(0, 2, 40)
+    frame = pd.DataFrame({"time": np.ceil(rng.exponential(300, 40)), "event": event,
+                          "score": event + rng.normal(0, 0.01, 40)})
+    with pytest.warns(SurvivalWarning, match="Wald p .* and likelihood-ratio p .* disagree"):
+        out = survival_analysis(frame, "score", min_events=0)
+    assert out["p"] > 0.05 and out["p_likelihood_ratio"] < 1e-4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SurvivalWarning)
+        agreeing = survival_analysis(simulate(seed=5), "score")  # both tiny: no warning
+    assert agreeing["p_likelihood_ratio"] < 1e-6 and agreeing["p"] < 1e-6
+
+
 def test_convergence_error_is_reraised_with_an_explanation(cohort, monkeypatch):
     def fail(self, *args, **kwargs):
         raise ConvergenceError("Convergence halted due to matrix inversion problems.")

@@ -127,6 +127,26 @@ def test_save_load_round_trip_gives_the_same_scores(trained, cohort, tmp_path):
                                trained.score(images[:6], frame.iloc[:6]).to_numpy(), rtol=1e-6, atol=1e-9)
 
 
+def test_roles_name_training_and_calibration_controls_and_survive_saving(trained, cohort, tmp_path):
+    """Training controls are scored in-sample; the model says which they are, so nobody takes them for a
+    held-out reference."""
+    frame, _, controls = cohort
+    roles = trained.roles(frame)
+    subjects = frame["subject_id"].astype(str)
+    train, calibration = calibration_split(frame[controls].reset_index(drop=True), 0.25, trained.seed)
+    control_ids = subjects[controls].reset_index(drop=True)
+    assert set(subjects[roles.eq("training").to_numpy()]) == set(control_ids[train])
+    assert set(subjects[roles.eq("calibration").to_numpy()]) == set(control_ids[calibration])
+    assert roles[~controls].eq("new").all()
+    trained.save(tmp_path / "nda")
+    loaded = NormativeDiffAE.load(tmp_path / "nda")
+    assert loaded.roles(frame).equals(roles)
+    statistics = json.loads((tmp_path / "nda" / "statistics.json").read_text())
+    statistics.pop("training_subjects"), statistics.pop("calibration_subjects")  # as saved before they were kept
+    (tmp_path / "nda" / "statistics.json").write_text(json.dumps(statistics))
+    assert NormativeDiffAE.load(tmp_path / "nda").roles(frame) is None
+
+
 def test_bad_hyperparameters_are_errors(cohort):
     frame, images, controls = cohort
     with pytest.raises(ValueError, match="calibration_fraction"):

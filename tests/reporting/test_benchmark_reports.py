@@ -29,20 +29,21 @@ def test_harmonisation_report_never_bolds_raw():
 def test_normative_report_never_bolds_the_oracle_and_prints_p_values():
     from neurodiff.reporting.normative_report import report_html
 
-    methods = {"nda": {"c_index": summarize([0.70, 0.72]), "p": summarize([2e-6, 4e-5]),
-                       "logrank_p": summarize([3e-4, float("nan")])},
-               "cvae": {"c_index": summarize([0.60, 0.62]), "p": summarize([0.01, 0.03]),
-                        "logrank_p": summarize([0.02, 0.04])},
-               "oracle_severity": {"c_index": summarize([0.90, 0.91]), "p": summarize([1e-12, 1e-11]),
-                                   "logrank_p": summarize([1e-9, 1e-8])}}
+    methods = {"nda": {"c_index_expected": summarize([0.70, 0.72]), "c_index": summarize([0.70, 0.72]),
+                       "p": summarize([2e-6, 4e-5]), "logrank_p": summarize([3e-4, float("nan")])},
+               "cvae": {"c_index_expected": summarize([0.40, 0.38]), "c_index": summarize([0.60, 0.62]),
+                        "p": summarize([0.01, 0.03]), "logrank_p": summarize([0.02, 0.04])},
+               "oracle_severity": {"c_index_expected": summarize([0.90, 0.91]), "c_index": summarize([0.90, 0.91]),
+                                   "p": summarize([1e-12, 1e-11]), "logrank_p": summarize([1e-9, 1e-8])}}
     document = {"data": {"description": "synthetic"}, "seeds": [0, 1], "methods": methods}
     page = report_html(document, {})
-    assert _bold(page, "Cox proportional hazards") == ["nda"]
-    assert _bold(page, "Patients split") == ["nda"]
+    assert _bold(page, "Cox proportional hazards") == ["nda"]  # by c_index_expected only
+    # two-sided tests and the Cox model's own concordance are the same for a score and its negation: not ranked
+    assert _bold(page, "Patients split") == []
     assert "0.000 ± 0.000" not in page
-    assert "<td><b>2.10e-05 ± 3.72e-05</b></td>" in page  # p: 3 significant digits
-    assert "<td><b>3.00e-04 (n=1 of 2)</b></td>" in page  # a seed without a log-rank p
-    assert "<td>0.710 ± 0.020</td>" not in page and "<td><b>0.710 ± 0.020</b></td>" in page  # c_index: decimals
+    assert "<td>2.10e-05 ± 3.72e-05</td>" in page  # p: 3 significant digits, not bold
+    assert "<td>3.00e-04 (n=1 of 2)</td>" in page  # a seed without a log-rank p
+    assert "<td><b>0.710 ± 0.020</b></td>" in page and "<td>0.710 ± 0.020</td>" in page  # expected / model's C
 
 
 def test_imputation_report_never_bolds_the_reference_sets():

@@ -98,8 +98,10 @@ def score(
     """Score every image: similarity to the healthy mean latent (calibrated as a percentile and z-score
     against held-out controls) and the Mahalanobis distance; optionally deviation maps.
 
-    OUT/scores.csv is the manifest (without resolved paths) plus the score columns, and with --maps a
-    `deviation_path` column pointing at OUT/maps/*.nii.gz.
+    OUT/scores.csv is the manifest (without resolved paths) plus the score columns, a `normative_role`
+    column (training: a control the model was fitted on, in-sample; calibration: a held-out control of
+    the calibrated scores; new: anyone else), and with --maps a `deviation_path` column pointing at
+    OUT/maps/*.nii.gz.
 
     Example:  neurodiff normative score --model nda-model --manifest cohort/manifest.csv --out nda-scores --maps
     """
@@ -116,6 +118,9 @@ def score(
         scores = nda.score(images, frame)
         table = frame.drop(columns=["resolved_path"]).reset_index(drop=True)
         table = table.drop(columns=[c for c in scores.columns if c in table.columns]).join(scores)
+        roles = nda.roles(table)
+        if roles is not None:  # training controls are in-sample: never a reference for the others
+            table["normative_role"] = roles.to_numpy()
         with atomic_dir(out) as tmp:
             if maps:
                 typer.echo("Deviation maps (healthy reconstruction by partial DDIM denoising) ...")
@@ -162,9 +167,9 @@ def survival(
     names = [c.strip() for c in covariates.split(",") if c.strip()]
     try:
         check_out_folder(out)
-        frame = _survival_table(scores, manifest, score_column)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SurvivalWarning)
+            frame = _survival_table(scores, manifest, score_column)
             result = survival_analysis(frame, score_column, names, time=time_column, event=event_column,
                                        min_events=min_events)
         for warning in caught:
@@ -178,7 +183,7 @@ def survival(
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
         _fail(error)
     typer.echo(f"{score_column}: HR per SD {result['hr_per_sd']:.3f} (95 % CI {result['hr_per_sd_ci'][0]:.3f}–"
-               f"{result['hr_per_sd_ci'][1]:.3f}), p = {result['p']:.3g}, C-index {result['c_index']:.3f}, "
+               f"{result['hr_per_sd_ci'][1]:.3f}), p = {result['p']:.3g} (likelihood ratio {_p_text(result['p_likelihood_ratio'])}), C-index {result['c_index']:.3f}, "
                f"log-rank p = {result['logrank_p']:.3g}; {result['n']} patients, {result['events']} events. Wrote {out}")
 
 
@@ -190,26 +195,37 @@ def _survival_table(scores_path: Path, manifest_path: Path | None, score_column:
     """
     import pandas as pd
 
+    from neurodiff.evaluation.survival import SurvivalWarning
+
     if not scores_path.is_file():
         raise FileNotFoundError(f"--scores {scores_path} does not exist")
     scores = pd.read_csv(scores_path, dtype={"subject_id": str})  # ids as written: "007" stays "007"
     for column in ("subject_id", score_column):
         if column not in scores.columns:
             raise ValueError(f"--scores {scores_path} has no column {column!r} (columns: {', '.join(scores.columns)})")
+    _no_blank_ids(scores, f"--scores {scores_path}")
     if manifest_path is not None:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"--manifest {manifest_path} does not exist")
         manifest = pd.read_csv(manifest_path, dtype={"subject_id": str})
         if "subject_id" not in manifest.columns:
             raise ValueError(f"--manifest {manifest_path} has no column 'subject_id'")
+        _no_blank_ids(manifest, f"--manifest {manifest_path}")
         missing = sorted(set(scores["subject_id"]) - set(manifest["subject_id"]))
         if missing:
             raise ValueError(f"subject(s) {', '.join(missing[:5])} of --scores are not in --manifest {manifest_path}")
+        unscored: list[str] = []
         if "group" in manifest.columns:  # columns in both files come from the manifest, the group too
             manifest = _patient_rows(manifest)
+            # the manifest's patients without a score (only it says who is a patient then)
+            unscored = sorted(set(manifest["subject_id"]) - set(scores["subject_id"]))
             scores = scores[scores["subject_id"].isin(manifest["subject_id"]).to_numpy(bool)]
         else:
             scores = _patient_rows(scores)
+        if unscored:  # e.g. scoring failed or ran on a subset: the analysis would quietly use the rest
+            warnings.warn(f"{len(unscored)} patient(s) of --manifest {manifest_path} have no score in --scores "
+                          f"{scores_path} and are left out of the analysis: {', '.join(unscored[:5])}"
+                          f"{' …' if len(unscored) > 5 else ''}", SurvivalWarning, stacklevel=2)
         _one_row_per_subject(scores, f"--scores {scores_path}")
         _one_row_per_subject(manifest[manifest["subject_id"].isin(scores["subject_id"])], f"--manifest {manifest_path}")
         keep = [c for c in scores.columns if c not in manifest.columns or c == "subject_id"]
@@ -220,6 +236,19 @@ def _survival_table(scores_path: Path, manifest_path: Path | None, score_column:
         raise ValueError("no row has group = patient: survival is analysed on patients")
     _one_row_per_subject(scores, f"--scores {scores_path}")  # the analysed rows, also without --manifest
     return scores.reset_index(drop=True)
+
+
+def _p_text(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _no_blank_ids(table, name: str) -> None:
+    ids = table["subject_id"]
+    blank = (ids.isna() | ids.astype("string").str.strip().eq("")).fillna(True).to_numpy(bool)
+    if blank.any():
+        rows = ", ".join(str(i + 2) for i in blank.nonzero()[0][:5])  # spreadsheet rows: the header is row 1
+        raise ValueError(f"{name} has {int(blank.sum())} row(s) without a subject_id (row {rows}); every score "
+                         "must name its subject")
 
 
 def _patient_rows(table):

@@ -18,6 +18,13 @@ Methods (names in results.json), each with the direction of its score:
 - ``oracle_severity`` (only when the manifest has ``true_severity``, as the embedded cohort does): the
   planted severity itself, the ceiling any score can reach on these patients. Not a method.
 
+The survival metrics that are ranked know which way the score should point (HR < 1 for a similarity,
+> 1 for a deviation): ``c_index_expected`` is the concordance of the score with survival in that
+direction (0.5 chance; below 0.5 means the score runs the wrong way), and ``hr_ci_expected_side`` is
+1 when the Cox 95 % CI lies wholly on the expected side of 1. The Cox model's own ``c_index``, its
+two-sided ``p`` and the two-sided log-rank and KS tests are reported but not ranked: they are the same
+for a score and its negation.
+
 Besides the survival metrics, every method gets ``auroc_patients`` (how well its score separates
 patients from held-out controls, oriented by the score's direction) and, with a ``true_severity``
 column, ``spearman_severity`` (Spearman correlation of the score, oriented so that positive means
@@ -47,13 +54,19 @@ SEVERITY = "true_severity"
 HIGHER_IS_NORMAL = {"nda": True, "nda_mahalanobis": False, "nda_no_age": True, "cvae": False,
                     "regression_z": False, "brain_age_gap": False, ORACLE: False}
 
-#: Direction of each metric in the report (None: not ranked).
-HIGHER_IS_BETTER = {"c_index": True, "p": False, "logrank_p": False, "ks_statistic": True, "ks_p": False,
-                    "auroc_patients": True, "spearman_severity": True, "hr_per_sd": None, "hr": None,
-                    "ph_p": None, "hr_ci_excludes_1": True}
+#: Direction of each metric in the report (None: shown, not ranked). Only metrics that know the score's
+#: expected direction are ranked: the Cox model picks the sign of its effect from the outcome, so its
+#: c_index, its two-sided p and whether its CI excludes 1 come out the same for a score and its negation,
+#: and so do the two-sided log-rank and KS tests of the median split. A score that runs the wrong way
+#: (closer to healthy, shorter survival) would win on them.
+HIGHER_IS_BETTER = {"c_index_expected": True, "hr_ci_expected_side": True, "auroc_patients": True,
+                    "spearman_severity": True, "c_index": None, "p": None, "p_likelihood_ratio": None,
+                    "logrank_p": None, "ks_statistic": None, "ks_p": None, "hr_per_sd": None, "hr": None,
+                    "ph_p": None, "hr_ci_excludes_1": None}
 
 #: The per-seed survival numbers kept for each method.
-SURVIVAL_METRICS = ("hr", "hr_per_sd", "p", "c_index", "ph_p", "logrank_p", "ks_statistic", "ks_p")
+SURVIVAL_METRICS = ("hr", "hr_per_sd", "p", "p_likelihood_ratio", "c_index", "ph_p", "logrank_p", "ks_statistic",
+                    "ks_p")
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,10 @@ class NormativeBenchmarkConfig:
         if controls.sum() < 10 or patients.sum() < 3:
             raise ValueError(f"the normative benchmark needs at least 10 controls and 3 patients; the manifest has "
                              f"{int(controls.sum())} controls and {int(patients.sum())} patients")
+        from neurodiff.evaluation.survival import check_survival_frame
+
+        # the patients' times and events, checked before hours of training rather than after the first model
+        check_survival_frame(frame[patients].reset_index(drop=True), min_events=0)
         subjects = frame["subject_id"].astype(str)
         twice = subjects[patients][subjects[patients].duplicated()].unique()
         if len(twice):
@@ -208,7 +225,8 @@ def run_seed(frame: pd.DataFrame, images: np.ndarray, affine: np.ndarray, config
         metrics[method], analyses[method] = _evaluate(method, values, scored_frame, is_patient, config,
                                                       survival_analysis)
         log(f"[seed {seed}] {method}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics[method].items()
-                                                   if k in ("hr_per_sd", "c_index", "logrank_p", "spearman_severity")))
+                                                   if k in ("hr_per_sd", "c_index_expected", "logrank_p",
+                                                            "spearman_severity")))
     if SEVERITY in frame.columns:
         values = scored_frame[SEVERITY].astype(float).fillna(0.0).to_numpy()
         scores[ORACLE] = values
@@ -221,8 +239,11 @@ def run_seed(frame: pd.DataFrame, images: np.ndarray, affine: np.ndarray, config
 
 
 def _evaluate(method, values, scored_frame, is_patient, config, survival_analysis) -> tuple[dict, dict]:
+    from lifelines.utils import concordance_index
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
+
+    from neurodiff.evaluation.survival import check_survival_frame
 
     deviance = -values if HIGHER_IS_NORMAL[method] else values
     out: dict[str, float] = {"auroc_patients": float(roc_auc_score(is_patient, deviance))}
@@ -237,6 +258,11 @@ def _evaluate(method, values, scored_frame, is_patient, config, survival_analysi
     low, high = analysis["hr_per_sd_ci"]
     out["hr_per_sd_ci_low"], out["hr_per_sd_ci_high"] = float(low), float(high)
     out["hr_ci_excludes_1"] = float(high < 1 or low > 1)
+    # the score's own direction, fixed before seeing the outcome: normality should mean longer survival
+    checked = check_survival_frame(patients, "score", min_events=0)
+    normality = checked["score"].to_numpy() * (1.0 if HIGHER_IS_NORMAL[method] else -1.0)
+    out["c_index_expected"] = float(concordance_index(checked["time"], normality, checked["event"]))
+    out["hr_ci_expected_side"] = float(high < 1 if HIGHER_IS_NORMAL[method] else low > 1)
     if "adjusted" in analysis:
         out["hr_per_sd_adjusted"] = _number(analysis["adjusted"].get("hr_per_sd"))
         out["p_adjusted"] = _number(analysis["adjusted"].get("p"))

@@ -42,9 +42,18 @@ be astronomically small or large; ``log_hr`` is reported beside it, and a bound 
 float becomes ``None``.
 
 *Covariates.* Numeric columns (and booleans, as 0/1) enter as they are (per unit); text or categorical
-columns (``sex``, ``site``) are dummy-coded with the first level (sorted, or the categorical's first
-category) as reference and dropped, giving terms named ``"sex[M]"``, ``"site[B]"``. A missing
+columns, and ``site`` and ``sex`` whatever their type (site codes 1/2/3 are labels, not amounts), are
+dummy-coded with the first level (numbers in numeric order, then text sorted, or the categorical's first
+category) as reference and dropped, giving terms named ``"sex[M]"``, ``"site[B]"``, ``"site[2]"``. A text
+column whose values are mostly numbers (an age column holding one ``"65+"``) is an error naming the
+entries that are not numbers, not 16 dummy terms. A missing
 covariate column, a missing value or a covariate with a single value raises SurvivalDataError.
+
+*Wald and likelihood ratio.* ``p`` is the Wald p-value, as the paper reports. When the score nearly
+separates the deaths from the survivors the Wald test loses its power (a huge standard error), so the
+unadjusted analysis also reports ``p_likelihood_ratio`` (lifelines' likelihood-ratio test of the
+score-only model) and warns (SurvivalWarning) when one is below 0.05 and the other is not, more than a
+factor of 10 apart.
 
 *Proportional hazards.* ``ph_p`` is the p-value of lifelines' ``proportional_hazard_test`` (scaled
 Schoenfeld residuals against the rank of time, ``time_transform="rank"``) for the score: a small value
@@ -81,6 +90,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from neurodiff.data.covariates import category_key
+
 __all__ = [
     "SurvivalDataError",
     "SurvivalWarning",
@@ -94,6 +105,11 @@ __all__ = [
 MIN_ROWS = 3
 MIN_EVENTS_REQUIRED = 2
 MAX_SHOWN = 5  # offending subjects named in an error message
+#: Covariates dummy-coded whatever their type: site 1/2/3 are labels, not amounts (sex 0/1 gives the same
+#: model either way, named "sex[1]").
+ALWAYS_CATEGORICAL = frozenset({"site", "sex"})
+#: Wald and likelihood-ratio p-values of the score this far apart, on either side of 0.05, warn.
+P_DISAGREEMENT = 10.0
 _TRUE_STRINGS = {"1", "true"}
 _FALSE_STRINGS = {"0", "false"}
 # internal column names of the design matrix given to lifelines (user names may clash with anything)
@@ -293,7 +309,10 @@ def _covariate_terms(
         if missing.any():
             raise SurvivalDataError(f"covariate column {name!r} has missing values, "
                                     f"{_offenders(ids, kind, series, missing)}")
-        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        categorical = str(name) in ALWAYS_CATEGORICAL
+        if not categorical and not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+            _refuse_stray_text(series, name, ids, kind)
+        if not categorical and (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
             values = series.to_numpy(dtype=np.float64)
             bad = ~np.isfinite(values)
             if bad.any():
@@ -311,7 +330,9 @@ def _covariate_terms(
             present = set(series.astype(str))
             levels = [str(c) for c in series.cat.categories if str(c) in present]
         else:
-            levels = sorted(set(series.astype(str)))
+            # as the encodings compare categories: site 2.0 is "2", " A" is "A"
+            series = series.map(category_key)
+            levels = sorted(set(series), key=_level_order)
         if len(levels) < 2:
             raise SurvivalDataError(f"covariate column {name!r} has a single level ({levels[0]!r}): its effect "
                                     "cannot be estimated; leave it out")
@@ -321,6 +342,23 @@ def _covariate_terms(
             columns[key] = (text == level).astype(np.float64)
             terms[key] = (f"{name}[{level}]", 1.0)
     return pd.DataFrame(columns, index=pd.RangeIndex(len(frame))), terms
+
+
+def _level_order(level: str) -> tuple:
+    """Numbers in numeric order (site 2 before site 10), then text in alphabetical order."""
+    number = _float(level)
+    return (0, number, level) if number is not None else (1, 0.0, level)
+
+
+def _refuse_stray_text(series: pd.Series, name: Hashable, ids: np.ndarray, kind: str) -> None:
+    """A text column whose values are mostly numbers is a numeric covariate with typos ("65+", "n/a"):
+    dummy-coding it would give one term per distinct value, so name the entries that are not numbers."""
+    numeric = pd.to_numeric(series, errors="coerce")
+    parsed = numeric.notna().to_numpy(dtype=bool)
+    if parsed.mean() >= 0.5 and not parsed.all():
+        raise SurvivalDataError(f"covariate column {name!r} is numeric except for "
+                                f"{_offenders(ids, kind, series, ~parsed)}: fix those values (or make the column "
+                                "text throughout if it really is categorical)")
 
 
 def _fit_cox(design: pd.DataFrame):
@@ -358,6 +396,24 @@ def _ph_pvalues(model, design: pd.DataFrame) -> dict[str, float | None]:
         warnings.simplefilter("ignore")  # lifelines' notes on the test, not about the data
         summary = proportional_hazard_test(model, design, time_transform="rank").summary
     return {str(k): _float(v) for k, v in summary["p"].items()}
+
+
+def _likelihood_ratio_p(model) -> float | None:
+    """p of lifelines' likelihood-ratio test of the fitted model against the null model."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _float(model.log_likelihood_ratio_test().p_value)
+
+
+def _warn_if_p_values_disagree(wald: float | None, ratio: float | None, score: Hashable) -> None:
+    if wald is None or ratio is None or min(wald, ratio) >= 0.05 or max(wald, ratio) < 0.05:
+        return  # they agree on significance at 0.05
+    if max(wald, ratio) > P_DISAGREEMENT * max(min(wald, ratio), 1e-300):
+        why = ("the score nearly separates deaths from survivors, and the Wald test (p) loses its power then; "
+               "trust the likelihood-ratio p, the log-rank test and the concordance more") if wald > ratio else (
+               "the two large-sample tests differ, as they can with few events; neither is exact here")
+        warnings.warn(f"the Cox model's Wald p ({wald:.3g}) and likelihood-ratio p ({ratio:.3g}) for score {score!r} "
+                      f"disagree: {why}", SurvivalWarning, stacklevel=3)
 
 
 def _term(row: pd.Series, scale: float) -> dict[str, Any]:
@@ -400,7 +456,8 @@ def cox_analysis(
     Wald), ``p`` (Wald), ``log_hr`` (per unit), ``hr_per_sd``, ``hr_per_sd_ci``, ``score_sd`` (ddof = 1),
     ``c_index`` (the model's ``concordance_index_``), ``ph_p`` (proportional-hazards test of the score,
     rank time transform), ``n``, ``events`` and ``covariates``: term → ``{"hr", "hr_ci", "p", "ph_p"}``
-    (per unit of numeric covariates; dummies against the first level). Fitted on the standardised score
+    (per unit of numeric covariates; dummies against the first level); without covariates also
+    ``p_likelihood_ratio`` (the likelihood-ratio test of the score). Fitted on the standardised score
     (see the module docstring), so the scale of the score never prevents convergence; a lifelines
     ConvergenceError is re-raised as SurvivalDataError.
     """
@@ -433,6 +490,7 @@ def cox_analysis(
         "score_sd": sd,
         "c_index": _float(model.concordance_index_),
         "ph_p": ph.get(_SCORE),
+        **({"p_likelihood_ratio": _likelihood_ratio_p(model)} if not names else {}),
         "n": len(design),
         "events": int(design[_E].sum()),
         "covariates": {
@@ -552,8 +610,8 @@ def survival_analysis(
 ) -> dict[str, Any]:
     """The NDA survival report of one score: checks, unadjusted Cox, Kaplan–Meier split, KS test.
 
-    Returns one flat JSON-able dict: ``hr``, ``hr_ci``, ``p``, ``hr_per_sd``, ``hr_per_sd_ci``,
-    ``score_sd``, ``c_index``, ``ph_p`` (unadjusted Cox on the score alone), ``logrank_p``,
+    Returns one flat JSON-able dict: ``hr``, ``hr_ci``, ``p``, ``p_likelihood_ratio``, ``hr_per_sd``,
+    ``hr_per_sd_ci``, ``score_sd``, ``c_index``, ``ph_p`` (unadjusted Cox on the score alone), ``logrank_p``,
     ``ks_statistic``, ``ks_p``, ``ks_note`` (median split; KS on deaths only), ``n``, ``events``,
     ``threshold`` (the median score), ``km`` (the :func:`kaplan_meier_split` dict, for plotting) and,
     when covariates are given, ``adjusted`` (the :func:`cox_analysis` dict with them). Warns
@@ -566,8 +624,10 @@ def survival_analysis(
     ks = ks_split(checked, score, threshold=km["threshold"], **keys)
     result: dict[str, Any] = {
         key: cox[key]
-        for key in ("hr", "hr_ci", "p", "hr_per_sd", "hr_per_sd_ci", "score_sd", "c_index", "ph_p")
+        for key in ("hr", "hr_ci", "p", "p_likelihood_ratio", "hr_per_sd", "hr_per_sd_ci", "score_sd", "c_index",
+                    "ph_p")
     }
+    _warn_if_p_values_disagree(cox["p"], cox["p_likelihood_ratio"], score)
     result.update(
         logrank_p=km["logrank_p"],
         ks_statistic=ks["ks_statistic"],

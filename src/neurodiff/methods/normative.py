@@ -126,7 +126,9 @@ class NormativeDiffAE(DiffusionAutoencoder):
         train, calibration = calibration_split(frame, self.calibration_fraction, self.seed)
         super().fit(frame.iloc[train].reset_index(drop=True), x[train])
         self._fit_healthy_distribution(x[train], frame.iloc[train].reset_index(drop=True))
-        self.calibration_ = None
+        # None without subject ids: roles() must not call in-sample controls "new"
+        self.training_subjects_ = _subjects(frame.iloc[train]) if "subject_id" in frame.columns else None
+        self.calibration_, self.calibration_subjects_ = None, []
         if len(calibration):
             self.calibrate(x[calibration], frame.iloc[calibration].reset_index(drop=True))
         return self
@@ -160,7 +162,21 @@ class NormativeDiffAE(DiffusionAutoencoder):
             raise ValueError(f"calibration needs at least {MIN_CALIBRATION} held-out controls, got {len(covariates)}")
         similarity, distance = self._raw_scores(images, covariates)
         self.calibration_ = {"similarity": np.sort(similarity), "mahalanobis": np.sort(distance)}
+        self.calibration_subjects_ = _subjects(covariates)
         return self
+
+    def roles(self, frame: pd.DataFrame) -> pd.Series | None:
+        """Each row's part in this model, by ``subject_id``: ``training`` (its latents made the healthy
+        distribution: in-sample, scored closer to healthy than it would be held out), ``calibration`` (a
+        held-out control the calibrated scores compare against) or ``new``. None for a model saved before
+        the subjects were kept, or a frame without ``subject_id``."""
+        known = getattr(self, "training_subjects_", None)
+        if known is None or "subject_id" not in frame.columns:
+            return None
+        ids = frame["subject_id"].map(_subject_key)
+        roles = np.where(ids.isin(set(known)), "training",
+                         np.where(ids.isin(set(self.calibration_subjects_)), "calibration", "new"))
+        return pd.Series(roles, index=frame.index, name="normative_role")
 
     # ------------------------------------------------------------------ score
     def _raw_scores(self, images: Any, covariates: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -222,6 +238,9 @@ class NormativeDiffAE(DiffusionAutoencoder):
     def _fitted_statistics(self):
         stats, arrays = super()._fitted_statistics()
         stats["n_controls"] = self.n_controls_
+        if getattr(self, "training_subjects_", None) is not None:
+            stats["training_subjects"] = self.training_subjects_
+            stats["calibration_subjects"] = self.calibration_subjects_
         arrays = {**arrays, "healthy_mean": self.healthy_mean_, "healthy_precision": self.healthy_precision_,
                   "healthy_components": self.healthy_components_}
         if self.calibration_ is not None:
@@ -232,12 +251,25 @@ class NormativeDiffAE(DiffusionAutoencoder):
     def _rebuild(self, statistics, arrays):
         super()._rebuild(statistics, arrays)
         self.n_controls_ = statistics["n_controls"]
+        self.training_subjects_ = statistics.get("training_subjects")  # None: saved before they were kept
+        self.calibration_subjects_ = statistics.get("calibration_subjects", [])
         self.healthy_mean_ = arrays["healthy_mean"]
         self.healthy_precision_ = arrays["healthy_precision"]
         self.healthy_components_ = arrays["healthy_components"]
         self.calibration_ = ({"similarity": arrays["calibration_similarity"],
                               "mahalanobis": arrays["calibration_mahalanobis"]}
                              if "calibration_similarity" in arrays else None)
+
+
+def _subject_key(value: Any) -> str:
+    return str(value).strip()
+
+
+def _subjects(frame: pd.DataFrame) -> list[str]:
+    """The distinct subject ids of `frame` (sorted text), [] when it has no subject_id column."""
+    if "subject_id" not in frame.columns:
+        return []
+    return sorted({_subject_key(v) for v in frame["subject_id"] if not pd.isna(v)})
 
 
 def check_controls(frame: pd.DataFrame) -> None:

@@ -15,7 +15,7 @@ from neurodiff.reporting.tables import methods_table, page
 #: Methods' score directions, for the figures' axis labels.
 DIRECTION = {True: "higher = more normal", False: "higher = more deviant"}
 #: The report's metrics that are p-values (printed to 3 significant digits, not 3 decimals).
-P_VALUES = ("p", "p_adjusted", "ph_p", "logrank_p", "ks_p")
+P_VALUES = ("p", "p_likelihood_ratio", "p_adjusted", "ph_p", "logrank_p", "ks_p")
 
 
 def _pyplot():
@@ -62,7 +62,7 @@ def normative_figures(document: dict[str, Any], first: dict[str, Any], out_dir: 
         plt.close(fig)
         files[name.removesuffix(".png")] = name
 
-    metrics = [m for m in ("c_index", "hr_per_sd", "auroc_patients", "spearman_severity")
+    metrics = [m for m in ("c_index_expected", "hr_per_sd", "auroc_patients", "spearman_severity")
                if any(m in v for v in document["methods"].values())]
     draw_or_warn("metrics.png", lambda: save(
         metric_bars(document, metrics, higher_is_better=HIGHER_IS_BETTER, unranked=(ORACLE,)), "metrics.png"))
@@ -144,13 +144,17 @@ def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
         "direction); the others are deviations (higher = more deviant, HR &gt; 1 expected). oracle_severity is "
         "the planted severity itself: the ceiling, not a method (never bold). Bold: best mean per column (every "
         "tied one; none when all tie).</p>",
-        table(methods, ["hr_per_sd", "hr_per_sd_ci_low", "hr_per_sd_ci_high", "p", "hr_ci_excludes_1", "c_index",
-                        "ph_p"],
-              "Cox proportional hazards of survival on the score (per SD of the score; hr_ci_excludes_1 = "
-              "share of seeds whose 95 % CI excludes 1; ph_p = proportional-hazards test, small = violated)"),
+        table(methods, ["c_index_expected", "hr_ci_expected_side", "hr_per_sd", "hr_per_sd_ci_low",
+                        "hr_per_sd_ci_high", "p", "p_likelihood_ratio", "hr_ci_excludes_1", "c_index", "ph_p"],
+              "Cox proportional hazards of survival on the score (per SD of the score). Ranked: c_index_expected = "
+              "concordance of the score with survival in its expected direction (below 0.5: it runs the wrong way); "
+              "hr_ci_expected_side = share of seeds whose 95 % CI lies wholly on the expected side of 1. Not ranked, "
+              "because a score and its negation get the same: the model's c_index, the two-sided p (Wald) and "
+              "p_likelihood_ratio, hr_ci_excludes_1; ph_p = proportional-hazards test, small = violated"),
         table(methods, ["hr_per_sd_adjusted", "p_adjusted"], "Cox model adjusted for age and sex"),
         table(methods, ["logrank_p", "ks_statistic", "ks_p"], "Patients split at the median score: "
-              "log-rank test of the Kaplan–Meier curves, Kolmogorov–Smirnov test of the times of death"),
+              "log-rank test of the Kaplan–Meier curves, Kolmogorov–Smirnov test of the times of death (both "
+              "two-sided, so not ranked: see the Kaplan–Meier figure for which half lives longer)"),
         table(methods, ["spearman_severity", "auroc_patients"], "Recovery of the planted severity "
               "(Spearman, patients, oriented so positive = more deviant) and separation of patients from "
               "held-out controls (AUROC)"),
@@ -203,6 +207,7 @@ def survival_report_html(document: dict[str, Any], out_dir: Path) -> str:
         ulo, uhi = cox["hr_ci"]
         return (f"<tr><th>{html.escape(name)}</th><td>{_fmt(cox['hr'])} ({_fmt(ulo)}–{_fmt(uhi)})</td>"
                 f"<td>{cox['hr_per_sd']:.3f} ({lo:.3f}–{hi:.3f})</td><td>{cox['p']:.3g}</td>"
+                f"<td>{_fmt(cox.get('p_likelihood_ratio')) if 'p_likelihood_ratio' in cox else '–'}</td>"
                 f"<td>{cox['c_index']:.3f}</td><td>{_fmt(cox.get('ph_p'))}</td></tr>")
 
     rows = [row(f"{data['score_column']} (unadjusted)", result)]
@@ -214,7 +219,8 @@ def survival_report_html(document: dict[str, Any], out_dir: Path) -> str:
         f"<p class=note>{result['n']} patients, {result['events']} events. Scores: {html.escape(data['scores'])}"
         f"{'; manifest: ' + html.escape(data['manifest']) if data.get('manifest') else ''}.</p>"
         "<table><caption>Cox proportional hazards</caption><thead><tr><th>model</th><th>HR per unit (95 % CI)</th>"
-        "<th>HR per SD (95 % CI)</th><th>p</th><th>C-index</th><th>PH test p</th></tr></thead>"
+        "<th>HR per SD (95 % CI)</th><th>p (Wald)</th><th>p (likelihood ratio)</th><th>C-index</th><th>PH test p</th>"
+        "</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
         "<table><caption>Split at the median score</caption><thead><tr><th>threshold</th><th>log-rank p</th>"
         "<th>KS statistic (times of death)</th><th>KS p</th></tr></thead><tbody><tr>"
