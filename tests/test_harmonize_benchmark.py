@@ -129,3 +129,36 @@ def test_benchmark_without_target_site_uses_the_largest_site(tiny_image_cohort, 
     assert result.exit_code == 0, result.output
     assert "Target site: zeta (the site with the most images, 12 of 20" in result.output
     assert json.loads((out / "results.json").read_text())["config"]["target_site"] == "zeta"
+
+
+def _small_site_frame(small: int = 3) -> pd.DataFrame:
+    """Controls: 12 at site0, 12 at site1, `small` at site2; two travellers imaged at every site."""
+    rows = [{"subject_id": f"c{site}-{i}", "site": f"site{site}", "true_traveller_id": ""}
+            for site, n in ((0, 12), (1, 12), (2, small)) for i in range(n)]
+    rows += [{"subject_id": f"t{t}", "site": f"site{site}", "true_traveller_id": f"trv{t}"}
+             for t in range(2) for site in range(3)]
+    frame = pd.DataFrame(rows)
+    return frame.assign(age=50.0 + frame.index % 30, sex=["F", "M"] * (len(frame) // 2) + ["F"] * (len(frame) % 2))
+
+
+def test_config_check_refuses_a_seed_whose_split_leaves_a_site_without_training_images():
+    """A site whose every control subject the seeded split holds out would crash that seed after the
+    first methods trained (DDAE refuses a site not seen in training): refused up front, split unchanged."""
+    frame = _small_site_frame()
+    sites = frame["site"].to_numpy()
+    bad = next(s for s in range(200) if "site2" not in set(sites[split_cohort(frame, 0.3, s)[0]]))
+    good = next(s for s in range(200) if "site2" in set(sites[split_cohort(frame, 0.3, s)[0]]))
+    HarmonizeBenchmarkConfig(seeds=(good,)).check(frame)
+    config = HarmonizeBenchmarkConfig(seeds=(good, bad), methods=("raw", "ddae"))
+    with pytest.raises(ValueError, match=rf"seed {bad}: site\(s\) site2 have test images but no training "
+                                         r"images.*site2: 3 control subject\(s\).*Add control subjects at that "
+                                         r"site, or leave it out of the manifest"):
+        config.check(frame)
+    with pytest.raises(ValueError, match=f"seed {bad}"):  # run_benchmark checks before any method is fitted
+        from neurodiff.evaluation.harmonization_benchmark import run_benchmark
+
+        run_benchmark(frame, None, config, log=lambda _: None)
+    # a site of travellers only can never be trained on
+    only_travellers = _small_site_frame(small=0)
+    with pytest.raises(ValueError, match=r"site2: 0 control subject"):
+        HarmonizeBenchmarkConfig(seeds=(0,)).check(only_travellers)

@@ -167,3 +167,27 @@ def test_categories_of_unknown_or_continuous_covariates(train):
         encoding.categories("age")
     with pytest.raises(CovariateError, match=r"'sites' is not an encoded covariate.*did you mean 'site'"):
         encoding.categories("sites")
+
+
+def test_ages_far_outside_the_training_range_warn_and_a_negative_age_is_an_error(train):
+    """The audit's `harmonize apply` with ages 150 and 5 (trained on 21–79) wrote images without a word."""
+    import warnings
+
+    from neurodiff.data.covariates import CovariateWarning
+
+    encoding = CovariateEncoding.fit(train)  # ages 20–80: up to 6 years beyond either end pass quietly
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CovariateWarning)
+        encoding.transform(train.assign(age=[14.5, 85.5, 50.0, 50.0]))
+    with pytest.warns(CovariateWarning, match=r"'age' has 2 value\(s\) far outside its training range 20–80, "
+                                              r"e.g. 150 for subject 's1'"):
+        encoding.transform(train.assign(age=[150.0, 5.0, 50.0, 50.0]))
+    with pytest.raises(CovariateError, match=r"'age' has the negative value -20 for subject 's3'"):
+        encoding.transform(train.assign(age=[50.0, 50.0, -20.0, 50.0]))
+    # the range is saved; an encoding saved before it was kept loads and checks nothing
+    data = encoding.to_dict()
+    assert data["continuous"][0]["low"] == 20.0 and data["continuous"][0]["high"] == 80.0
+    old = {**data, "continuous": [{"name": "age", "mean": 50.0, "sd": 22.36}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CovariateWarning)
+        CovariateEncoding.from_dict(old).transform(train.assign(age=150.0))

@@ -11,12 +11,15 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from neurodiff.evaluation.harmonization import (
+    HIGHER_IS_BETTER,
     METRIC_NAMES,
     _folds,
+    _groups,
     age_mae,
     evaluate_harmonization,
     frechet_to_target,
     image_features,
+    probe_groups,
     sex_auroc,
     site_accuracy,
     traveller_pairs,
@@ -110,13 +113,112 @@ def test_age_and_sex_probes_read_the_biology(data):
 def test_grouped_folds_keep_each_traveller_in_one_fold(data):
     _, covariates, _, _, _ = data
     ids = covariates["true_traveller_id"].to_numpy()
-    from neurodiff.evaluation.harmonization import _groups
-
     groups = _groups(ids, len(ids))
     assert groups is not None
     for stratify, y in ((True, covariates["site"].to_numpy()), (False, covariates["age"].to_numpy())):
         for train, test in _folds(y, groups, 5, 0, stratify=stratify):
             assert not set(ids[train][ids[train] != ""]) & set(ids[test][ids[test] != ""])
+
+
+def _duplicated_subjects(n: int = 30, seed: int = 0):
+    """Each subject imaged twice (two near-identical images, as adjacent slices or sessions, one subject_id);
+    site, age and sex drawn at random per subject and not in the images: an honest probe is at chance."""
+    rng = np.random.default_rng(seed)
+    images = np.stack([_anatomy(rng, 50.0, "F") for _ in range(n)])
+    x = np.concatenate([images, images + rng.normal(0, 0.002, images.shape)])[:, None]
+    covariates = pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)] * 2,
+                               "age": np.tile(rng.uniform(20, 80, n), 2),
+                               "sex": np.tile(rng.choice(["F", "M"], n), 2),
+                               "site": np.tile(rng.choice(["A", "B", "C"], n), 2)})
+    return x, covariates
+
+
+def test_probes_keep_all_images_of_a_subject_in_one_fold():
+    """Several images per subject_id (slices, sessions) must not straddle a probe's train and test folds:
+    grouping only by traveller id let the site classifier recognise the subject (0.93 at chance 0.33)."""
+    x, covariates = _duplicated_subjects()
+    grouped = evaluate_harmonization(x, x, covariates, "A")
+    assert grouped["site_accuracy"] < 0.6 and grouped["sex_auroc"] < 0.7 and grouped["sex_auroc_transfer"] < 0.7
+    # the leak the groups close: without subject ids every image is its own group
+    leaky = evaluate_harmonization(x, x, covariates.drop(columns="subject_id"), "A")
+    assert leaky["site_accuracy"] > 0.8
+    groups = probe_groups(covariates)
+    for train, test in _folds(covariates["site"].to_numpy(), _groups(groups, len(groups)), 5, 0, stratify=True):
+        assert not set(covariates["subject_id"][train]) & set(covariates["subject_id"][test])
+
+
+def test_probe_groups_join_subject_and_traveller_ids():
+    covariates = pd.DataFrame({"subject_id": ["a", "a", "b", "t1", "c", "d", ""],
+                               "true_traveller_id": ["", "", "", "t1", "t1", "", ""]})
+    groups = probe_groups(covariates)
+    # a's two rows; the traveller t1 (subject ids "t1" and "c" joined through it); b, d and the blank row alone
+    assert groups[0] == groups[1] != "" and groups[3] == groups[4] != "" and groups[0] != groups[3]
+    assert list(groups[[2, 5, 6]]) == ["", "", ""]
+    assert probe_groups(covariates.drop(columns="subject_id")) is not None  # travellers only
+    assert probe_groups(pd.DataFrame({"subject_id": ["a", "b"]})) is None  # one image per subject: plain K-fold
+    assert probe_groups(pd.DataFrame({"age": [1.0, 2.0]})) is None
+
+
+def test_latent_site_accuracy_groups_by_subject():
+    from types import SimpleNamespace
+
+    from neurodiff.evaluation.harmonization_benchmark import (
+        HarmonizeBenchmarkConfig,
+        _ddae_extras,
+    )
+
+    x, covariates = _duplicated_subjects()
+    model = SimpleNamespace(encode=lambda images, frame: images.reshape(len(images), -1), latent_dim=SIZE * SIZE)
+    config = HarmonizeBenchmarkConfig(target_site="A")
+    values = _ddae_extras(model, x, covariates, config, 0, {"latents": {}}, "ddae")
+    assert values["latent_site_accuracy"] < 0.6
+
+
+# ------------------------------------------------------------------------------ transfer probes
+def _covariate_decoder(raw, covariates, sign: float = 1.0):
+    """A 'harmoniser' that ignores the input image: the target site's mean image plus `sign` × its age and sex
+    slopes (least squares on the raw target-site images), rendered from each image's age and sex."""
+    at = (covariates["site"] == TARGET).to_numpy()
+
+    def design(c):
+        return np.column_stack([np.ones(len(c)), (c["age"].to_numpy() - 50) / 15, c["sex"].eq("M").to_numpy()])
+
+    beta, *_ = np.linalg.lstsq(design(covariates[at]), raw[at].reshape(at.sum(), -1), rcond=None)
+    beta[1:] *= sign
+    return (design(covariates) @ beta).reshape(raw.shape)
+
+
+def test_transfer_probes_do_not_credit_labels_written_into_the_output(data):
+    """Probes fitted on the harmonised images read back any age / sex a method writes into its output; the
+    transfer probes (fitted on raw images, applied to harmonised ones) only credit the raw anatomy's signal.
+    Here a decoder writes the labels against the anatomy's direction (older = smaller blob)."""
+    raw, covariates, harmonised, _, space = data
+    before = evaluate_harmonization(raw, raw, covariates, TARGET, features=space)
+    assert before["age_mae_transfer"] == before["age_mae"]  # raw: the transfer probe is the within-raw probe
+    assert before["sex_auroc_transfer"] == before["sex_auroc"]
+    kept = evaluate_harmonization(raw, harmonised, covariates, TARGET, features=space)
+    assert kept["age_mae_transfer"] < 2 * before["age_mae_transfer"] and kept["sex_auroc_transfer"] > 0.9
+    written = evaluate_harmonization(raw, _covariate_decoder(raw, covariates, sign=-1.0), covariates, TARGET,
+                                     features=space)
+    assert written["age_mae"] < 0.5 and written["sex_auroc"] > 0.99  # the within probes are fooled
+    assert written["age_mae_transfer"] > 10 * before["age_mae_transfer"]
+    assert written["sex_auroc_transfer"] < 0.2
+    # the same functions directly: fitted on one feature array, scored on another of the same rows and width
+    ages, sex = covariates["age"].to_numpy(), covariates["sex"].to_numpy()
+    r, h = space.transform(raw), space.transform(harmonised)
+    assert age_mae(r, ages, test_features=r) == age_mae(r, ages)
+    assert sex_auroc(r, sex, test_features=h) == pytest.approx(kept["sex_auroc_transfer"])
+    with pytest.raises(ValueError, match="test_features has 3 features"):
+        age_mae(r, ages, test_features=h[:, :3])
+
+
+def test_only_the_transfer_probes_are_ranked():
+    from neurodiff.evaluation import harmonization_benchmark as benchmark
+
+    for directions in (HIGHER_IS_BETTER, benchmark.HIGHER_IS_BETTER):
+        assert directions["age_mae_transfer"] is False and directions["sex_auroc_transfer"] is True
+        assert directions["age_mae"] is None and directions["sex_auroc"] is None
+        assert "age_mae" not in benchmark.REFERENCES and "sex_auroc" not in benchmark.REFERENCES
 
 
 # ------------------------------------------------------------------------------ distributions

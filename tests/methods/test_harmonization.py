@@ -114,3 +114,11 @@ def test_default_steps_fit_a_model_with_fewer_diffusion_steps(tiny_image_cohort)
     model.set_params(inversion_steps=20)
     with pytest.raises(ValueError, match="DDIM steps must be an integer in \\[1, 8\\], got 20"):
         model.transform(images[:2], frame.iloc[:2], "site1")
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), True])
+def test_a_negative_or_nan_adversarial_weight_is_refused(tiny_image_cohort, weight):
+    """A negative weight trains the encoder to encode the site (the loss is unbounded below)."""
+    _, frame, images = tiny_image_cohort
+    with pytest.raises(ValueError, match="adversarial_weight must be a finite number ≥ 0"):
+        DisentangledDiffAE(**TINY, max_steps=1, adversarial_weight=weight).fit(frame, images)

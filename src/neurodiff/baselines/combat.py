@@ -134,13 +134,11 @@ def fit_site_encoding(covariates: pd.DataFrame) -> CovariateEncoding:
 def site_index(encoding: CovariateEncoding, site: Any) -> int:
     """Index of `site` among the encoding's sites; ValueError naming it and listing the known ones."""
     sites = encoding.categories("site")
-    probe = pd.DataFrame({"age": [0.0], "sex": [encoding.categories("sex")[0]], "site": [site]})
-    try:
-        row = encoding.transform(probe)
+    try:  # the site alone: a made-up row of other covariates would be checked too (an age of 0 warns)
+        return int(encoding.category_indices(pd.DataFrame({"site": [site]}), "site")[0])
     except CovariateError:
         raise ValueError(f"target site {site!r} was not seen in training; known sites: "
                          f"{', '.join(map(repr, sites))}") from None
-    return int(np.argmax(row[0, -len(sites):]))
 
 
 def split_design(encoding: CovariateEncoding, covariates: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

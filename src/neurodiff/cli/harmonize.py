@@ -142,7 +142,7 @@ def benchmark(
     steps: int = typer.Option(None, "--steps", help="DDAE training steps (overrides the preset)."),
     baseline_steps: int = typer.Option(None, "--baseline-steps", help="cVAE and style-GAN training steps."),
     gan_steps: int = typer.Option(None, "--gan-steps", help="Style-GAN training steps (overrides --baseline-steps; "
-                                  "a step costs about 1.3 s at 32×32 on a 2-core CPU)."),
+                                  "a step costs about 0.5 s at 32×32 on a 2-core CPU)."),
     timing: bool = typer.Option(True, "--timing/--no-timing", help="Also time DDAE harmonisation at 64×64 and "
                                 "128×128 (untrained networks of the quick and paper presets)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),

@@ -9,7 +9,8 @@
 
 :meth:`~CovariateEncoding.transform` then encodes any frame the same way; a value the encoding does not
 know (an unseen site, a third sex code) and missing values are errors that name the column, value and
-subject, never NaNs. :meth:`~CovariateEncoding.with_values` sets columns to one value ("same age and
+subject, never NaNs. A continuous value far outside the training range (by more than 10 % of its width)
+warns (:class:`CovariateWarning`: the networks extrapolate there), and a negative age is an error. :meth:`~CovariateEncoding.with_values` sets columns to one value ("same age and
 sex, target site"). :meth:`~CovariateEncoding.to_dict` / :meth:`~CovariateEncoding.from_dict` round-trip
 through JSON, for an estimator's ``statistics.json``.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +39,40 @@ class CovariateError(ValueError):
     """A covariate column is missing, has missing or unknown values, or cannot be encoded."""
 
 
+class CovariateWarning(UserWarning):
+    """Covariate values the encoding can take but the model was not trained on (far outside the range)."""
+
+
+#: A continuous value further than this share of the training range's width outside it warns.
+RANGE_MARGIN = 0.1
+#: Continuous covariates that cannot be negative.
+NON_NEGATIVE = frozenset({"age"})
+
+
 @dataclass(frozen=True)
 class ContinuousCovariate:
-    """A standardised column: ``(value - mean) / sd``."""
+    """A standardised column: ``(value - mean) / sd``; `low`/`high` is the training range (None in encodings
+    saved before it was kept)."""
 
     name: str
     mean: float
     sd: float
+    low: float | None = None
+    high: float | None = None
+
+    def check_range(self, values: np.ndarray, frame: pd.DataFrame) -> None:
+        """Warn (CovariateWarning) about values far outside the training range: the networks extrapolate
+        there. Far means by more than RANGE_MARGIN of the range's width."""
+        if self.low is None or self.high is None:
+            return
+        margin = RANGE_MARGIN * (self.high - self.low)
+        outside = (values < self.low - margin) | (values > self.high + margin)
+        if outside.any():
+            first = int(np.flatnonzero(outside)[0])
+            warnings.warn(
+                f"covariate {self.name!r} has {int(outside.sum())} value(s) far outside its training range "
+                f"{self.low:g}–{self.high:g}, e.g. {values[first]:g} for {_where(frame, first)}: the model never saw "
+                "such values and extrapolates there", CovariateWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -144,6 +173,7 @@ class CovariateEncoding:
         parts = [np.zeros((len(frame), 0), dtype=np.float64)]
         for covariate in self.continuous:
             values = _numeric(frame, covariate.name)
+            covariate.check_range(values, frame)
             parts.append(((values - covariate.mean) / covariate.sd)[:, None])
         for covariate in self.binary:
             _no_missing(frame, covariate.name)
@@ -206,7 +236,9 @@ class CovariateEncoding:
         """A JSON-serialisable description (plain floats, strings and lists)."""
         return {
             "format": FORMAT,
-            "continuous": [{"name": c.name, "mean": float(c.mean), "sd": float(c.sd)} for c in self.continuous],
+            "continuous": [{"name": c.name, "mean": float(c.mean), "sd": float(c.sd),
+                            **({"low": float(c.low), "high": float(c.high)} if c.low is not None else {})}
+                           for c in self.continuous],
             "binary": [{"name": c.name, "kind": c.kind, "levels": [_plain(v) for v in c.levels]} for c in self.binary],
             "categorical": [{"name": c.name, "categories": list(c.categories)} for c in self.categorical],
         }
@@ -219,7 +251,8 @@ class CovariateEncoding:
             raise CovariateError(f"not a covariate encoding of format {FORMAT} (found format {found!r})")
         try:
             encoding = cls(
-                continuous=tuple(ContinuousCovariate(str(c["name"]), float(c["mean"]), float(c["sd"]))
+                continuous=tuple(ContinuousCovariate(str(c["name"]), float(c["mean"]), float(c["sd"]),
+                                                     *((float(c["low"]), float(c["high"])) if "low" in c else ()))
                                  for c in data["continuous"]),
                 binary=tuple(BinaryCovariate(str(c["name"]), str(c["kind"]), tuple(c["levels"]))
                              for c in data["binary"]),
@@ -307,6 +340,9 @@ def _numeric(frame: pd.DataFrame, name: str) -> np.ndarray:
             f"continuous covariate {name!r} has the non-numeric value {frame[name].iloc[first]!r} "
             f"for {_where(frame, first)}"
         )
+    if name in NON_NEGATIVE and (values < 0).any():
+        first = int(np.flatnonzero(values < 0)[0])
+        raise CovariateError(f"covariate {name!r} has the negative value {values[first]:g} for {_where(frame, first)}")
     return values
 
 
@@ -318,7 +354,7 @@ def _fit_continuous(frame: pd.DataFrame, name: str) -> ContinuousCovariate:
             f"continuous covariate {name!r} has the same value ({values[0]:g}) in every training row "
             f"(sd 0): it cannot be standardised; drop it from the covariates"
         )
-    return ContinuousCovariate(name, mean, sd)
+    return ContinuousCovariate(name, mean, sd, float(values.min()), float(values.max()))
 
 
 def _fit_binary(frame: pd.DataFrame, name: str) -> BinaryCovariate:

@@ -2,8 +2,9 @@
 
 Every function takes numpy arrays. Images are batches ``(N, 1, H, W)`` with intensities in [0, 1];
 ``covariates`` is a DataFrame with one row per image, in the same order, and the columns ``age``
-(years), ``sex`` (``"F"`` / ``"M"``) and ``site``, plus an optional ``true_traveller_id`` (str, ``""``
-for subjects that are not travelling subjects).
+(years), ``sex`` (``"F"`` / ``"M"``) and ``site``, plus the optional ``subject_id`` (one id per subject,
+shared by all of a subject's images: slices, sessions) and ``true_traveller_id`` (str, ``""`` for subjects
+that are not travelling subjects).
 
 Feature space (the "feature space available offline")
 -----------------------------------------------------
@@ -21,9 +22,20 @@ Metrics (the keys of :func:`evaluate_harmonization`, names in results.json, see 
   classifier trained and tested on harmonised images (features centred and scaled by one common SD,
   which keeps the PCA's variance ordering, see ``_scaled``); ``site_chance`` is
   1 / number of sites (the value of a perfect harmonisation);
-- ``age_mae``        mean over K folds of the MAE (years) of a ridge regression of age;
-- ``sex_auroc``      mean over stratified K folds of the AUROC of a logistic regression of sex
-  (``"M"`` the positive class);
+- ``age_mae_transfer``  mean over K folds of the MAE (years) of a ridge regression of age **fitted on
+  the raw images** of the training folds and applied to the **harmonised** images of the held-out fold:
+  is the age a probe reads in unharmonised anatomy still there after harmonisation?
+- ``sex_auroc_transfer``  likewise for sex: mean over stratified K folds of the AUROC (``"M"`` the
+  positive class) of a logistic regression fitted on raw images, applied to harmonised ones;
+- ``age_mae``, ``sex_auroc``  the same probes fitted **and** tested on the harmonised images. Kept for
+  reference but not ranked: a method that is given the age and sex (a conditional decoder such as the
+  cVAE, or DDAE's covariate encoder) can write them into its output, and a probe trained on that output
+  reads them back — a decoder that ignores the input image and renders the template of the given age
+  and sex wins these two. The transfer probes credit only what a probe of raw anatomy reads, so labels
+  written in any other form do not score; an image of the mean anatomy of the given age and sex still
+  does (better than the raw images), which only ``within_site_variability`` and the traveller metrics
+  reveal (the benchmark report's collapse rule). For ``raw`` (harmonised = raw) each transfer probe
+  equals its within-image probe;
 - ``frechet``        Fréchet distance between the harmonised images of the subjects **not** scanned at
   the target site and the real target-site images, in the fixed PCA space;
 - ``within_site_variability``  mean pairwise Euclidean distance between the images of one site
@@ -33,9 +45,11 @@ Metrics (the keys of :func:`evaluate_harmonization`, names in results.json, see 
   at another site against the real image of the same traveller at the target site (means over those
   images; NaN when there are none).
 
-Probes are cross-validated with the same folds for every method (``seed``). Images of one travelling
-subject (one ``true_traveller_id``) are kept in one fold (grouped K-fold), so that a probe is never
-tested on an anatomy it saw in training. To compare with the raw images (biology before
+Probes are cross-validated with the same folds for every method (``seed``). All images of one subject
+— the rows sharing a ``subject_id`` (several slices or sessions of a subject) or a ``true_traveller_id``
+(a travelling subject at every site), see :func:`probe_groups` — are kept in one fold (grouped K-fold),
+so that a probe is never tested on an anatomy it saw in training. Without either column every image is
+taken for a different subject. To compare with the raw images (biology before
 harmonisation, the site effect to remove), evaluate the raw images as a method:
 ``evaluate_harmonization(raw, raw, covariates, target_site, features=space)``.
 
@@ -65,6 +79,8 @@ from neurodiff.evaluation.image_quality import ssim as image_ssim
 METRIC_NAMES = (
     "site_accuracy",
     "site_chance",
+    "age_mae_transfer",
+    "sex_auroc_transfer",
     "age_mae",
     "sex_auroc",
     "frechet",
@@ -75,10 +91,15 @@ METRIC_NAMES = (
 )
 #: True: higher is better; False: lower is better; None: closest to :data:`REFERENCE_VALUES` is best
 #: (site accuracy at chance; variability ratio at 1). ``site_chance`` is a reference, not a score.
+#: ``age_mae`` / ``sex_auroc`` (probes fitted on the harmonised images) are None without a reference:
+#: not ranked, since a method conditioned on age and sex can write them into its output; the
+#: ``*_transfer`` probes (fitted on raw images) are ranked instead.
 HIGHER_IS_BETTER: dict[str, bool | None] = {
     "site_accuracy": None,
-    "age_mae": False,
-    "sex_auroc": True,
+    "age_mae_transfer": False,
+    "sex_auroc_transfer": True,
+    "age_mae": None,
+    "sex_auroc": None,
     "frechet": False,
     "within_site_variability": None,
     "ssim": True,
@@ -90,6 +111,7 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
 REFERENCE_VALUES: dict[str, float | str] = {"site_accuracy": "site_chance", "within_site_variability": 1.0}
 REQUIRED_COLUMNS = ("age", "sex", "site")
 TRAVELLER_COLUMN = "true_traveller_id"
+SUBJECT_COLUMN = "subject_id"
 DEFAULT_COMPONENTS = 64
 
 
@@ -146,7 +168,7 @@ def check_covariates(covariates: pd.DataFrame, n: int | None = None) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in covariates.columns]
     if missing:
         raise ValueError(f"covariates lack the column(s) {', '.join(missing)} "
-                         f"(needed: {', '.join(REQUIRED_COLUMNS)}; optional: {TRAVELLER_COLUMN})")
+                         f"(needed: {', '.join(REQUIRED_COLUMNS)}; optional: {SUBJECT_COLUMN}, {TRAVELLER_COLUMN})")
     if n is not None and len(covariates) != n:
         raise ValueError(f"covariates have {len(covariates)} rows but there are {n} images")
     age = pd.to_numeric(covariates["age"], errors="coerce").to_numpy(dtype=np.float64)
@@ -244,8 +266,12 @@ def _folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int, *, s
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)
 
 
-def _scaled(x: np.ndarray, train: np.ndarray) -> np.ndarray:
+def _scaled(x: np.ndarray, train: np.ndarray, also: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Centre on the training fold and divide by ONE common scale (its overall SD) for all features.
+
+    Returns ``(x scaled, also scaled)``: `also` (features of other images in the same space, e.g. the
+    harmonised images a probe fitted on raw ones is applied to) gets the same centre and scale, fitted on
+    ``x[train]``; ``also=None`` returns scaled `x` twice.
 
     Deliberately not per-feature standardisation: the PCA components are ordered by variance, and
     giving the low-variance (mostly noise) components the same weight as the main modes makes a
@@ -255,7 +281,9 @@ def _scaled(x: np.ndarray, train: np.ndarray) -> np.ndarray:
     """
     centre = x[train].mean(axis=0)
     scale = float((x[train] - centre).std())
-    return (x - centre) / (scale if scale > 0 else 1.0)
+    scale = scale if scale > 0 else 1.0
+    scaled = (x - centre) / scale
+    return scaled, (scaled if also is None else (also - centre) / scale)
 
 
 def _one_blas_thread():
@@ -275,22 +303,58 @@ def _logistic():
 
 
 def _cross_validate(x: np.ndarray, y: np.ndarray, groups: Any, folds: int, seed: int,
-                    score: Callable[[np.ndarray, np.ndarray, np.ndarray], float], *, stratify: bool) -> float:
-    """Mean over the folds of ``score(scaled features, train, test)`` (NaN folds left out; NaN if all)."""
+                    score: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float], *, stratify: bool,
+                    test_features: np.ndarray | None = None) -> float:
+    """Mean over the folds of ``score(fit features, test features, train, test)`` (NaN folds left out;
+    NaN if all): the probe is fitted on ``fit[train]`` and scored on ``test_features[test]`` — `x` itself
+    when `test_features` is None —, both scaled with the training fold of `x` (:func:`_scaled`)."""
     values = []
     with _one_blas_thread():
         for train, test in _folds(y, _groups(groups, len(y)), folds, seed, stratify=stratify):
-            values.append(float(score(_scaled(x, train), train, test)))
+            values.append(float(score(*_scaled(x, train, test_features), train, test)))
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
 
 
-def traveller_groups(covariates: pd.DataFrame) -> np.ndarray | None:
-    """The cross-validation groups of :func:`site_accuracy`: each travelling subject's id (one subject's
-    images at every site stay in one fold), ``""`` for the other images; None without the column."""
-    if TRAVELLER_COLUMN not in covariates.columns:
+def _ids(covariates: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in covariates.columns:
+        return np.full(len(covariates), "", dtype=object)
+    return covariates[column].fillna("").astype(str).str.strip().to_numpy(dtype=object)
+
+
+def probe_groups(covariates: pd.DataFrame) -> np.ndarray | None:
+    """The cross-validation groups of every probe: one id per subject, so that all of a subject's images
+    stay in one fold. Rows that share a non-empty ``true_traveller_id`` (a travelling subject imaged at
+    every site) or a non-empty ``subject_id`` (several slices or sessions of one subject) are one group —
+    joined transitively, so a traveller's rows stay together whatever their subject ids. Rows with
+    neither id get ``""`` (each its own group). None when no two rows share a group (plain K-fold).
+    A group is named by its travelling subject's id when it has one (the fold groups of earlier versions,
+    which grouped by that id only: same folds where every other subject has one image), else
+    ``"subject:"`` + its subject id.
+    """
+    travellers, subjects = _ids(covariates, TRAVELLER_COLUMN), _ids(covariates, SUBJECT_COLUMN)
+    n = len(covariates)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for ids in (travellers, subjects):
+        first: dict[str, int] = {}
+        for i, key in enumerate(ids):
+            if key:
+                parent[root(i)] = root(first.setdefault(key, i))
+    roots = [root(i) for i in range(n)]
+    sizes = pd.Series(roots).value_counts()
+    if (sizes <= 1).all():
         return None
-    return covariates[TRAVELLER_COLUMN].fillna("").astype(str).to_numpy()
+    names: dict[int, str] = {}
+    for i in np.argsort([travellers[i] == "" for i in range(n)], kind="stable"):  # travellers' rows first
+        names.setdefault(roots[i], travellers[i] or f"subject:{subjects[i]}")
+    return np.asarray([names[r] if sizes[r] > 1 else "" for r in roots], dtype=object)
 
 
 def site_accuracy(features: Any, sites: Sequence[Hashable], *, folds: int = 5, seed: int = 0,
@@ -300,7 +364,8 @@ def site_accuracy(features: Any, sites: Sequence[Hashable], *, folds: int = 5, s
     Logistic regression (L2, C = 1) on the features centred and divided by one common scale (see
     :func:`_scaled`: not per-feature standardisation), balanced accuracy on the held-out fold,
     mean over stratified K folds (shuffled with `seed`; fewer folds when a site has fewer images).
-    `groups` (e.g. travelling-subject ids, ``""`` for none) keeps each group's rows in one fold.
+    `groups` (one id per subject, ``""`` for an image of its own, e.g. :func:`probe_groups`) keeps each
+    group's rows in one fold.
     """
     from sklearn.metrics import balanced_accuracy_score
 
@@ -310,24 +375,37 @@ def site_accuracy(features: Any, sites: Sequence[Hashable], *, folds: int = 5, s
     if len(classes) < 2:
         raise ValueError(f"site accuracy needs at least 2 sites, got {len(classes)} ({', '.join(classes)})")
 
-    def score(xs: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
+    def score(xs: np.ndarray, xt: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
         if len(np.unique(y[train])) < 2:
             return math.nan
         model = _logistic().fit(xs[train], y[train])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a site absent from a test fold
-            return balanced_accuracy_score(y[test], model.predict(xs[test]))
+            return balanced_accuracy_score(y[test], model.predict(xt[test]))
 
     return _cross_validate(x, y, groups, folds, seed, score, stratify=True), 1.0 / len(classes)
 
 
+def _test_features(test_features: Any, x: np.ndarray) -> np.ndarray | None:
+    if test_features is None:
+        return None
+    array = _features("test_features", test_features, len(x))
+    if array.shape[1] != x.shape[1]:
+        raise ValueError(f"test_features has {array.shape[1]} features but features has {x.shape[1]}; "
+                         "project both with the same feature space")
+    return array
+
+
 def age_mae(features: Any, ages: Sequence[float], *, folds: int = 5, seed: int = 0,
-            groups: Sequence[str] | None = None) -> float:
+            groups: Sequence[str] | None = None, test_features: Any = None) -> float:
     """Mean over K folds of the MAE (years) of a ridge regression of age (features scaled as in
     :func:`_scaled`; K-fold shuffled with `seed`, grouped by `groups` when given).
 
     The ridge penalty is chosen inside each training fold by efficient leave-one-out
     (``RidgeCV``, α in 10^-2 … 10^4), so the held-out fold is never used to tune it.
+    `test_features` (same rows and width as `features`, e.g. the harmonised images' features when
+    `features` are the raw images'): the probe fitted on ``features[train]`` predicts from
+    ``test_features[test]`` (the transfer probe ``age_mae_transfer``); None: from ``features[test]``.
     """
     from sklearn.linear_model import RidgeCV
 
@@ -335,19 +413,22 @@ def age_mae(features: Any, ages: Sequence[float], *, folds: int = 5, seed: int =
     if not np.isfinite(y).all():
         raise ValueError("ages contain NaN or infinite values")
     x = _features("features", features, len(y))
+    other = _test_features(test_features, x)
 
-    def score(xs: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
+    def score(xs: np.ndarray, xt: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
         model = RidgeCV(alphas=RIDGE_ALPHAS).fit(xs[train], y[train])
-        return float(np.abs(model.predict(xs[test]) - y[test]).mean())
+        return float(np.abs(model.predict(xt[test]) - y[test]).mean())
 
-    return _cross_validate(x, y, groups, folds, seed, score, stratify=False)
+    return _cross_validate(x, y, groups, folds, seed, score, stratify=False, test_features=other)
 
 
 def sex_auroc(features: Any, sex: Sequence[str], *, folds: int = 5, seed: int = 0,
-              groups: Sequence[str] | None = None) -> float:
+              groups: Sequence[str] | None = None, test_features: Any = None) -> float:
     """Mean over stratified K folds of the AUROC of a logistic regression of sex ("M" positive).
 
     `sex` holds "F" / "M" (or any two labels: the later one in sorted order is positive).
+    `test_features`: as for :func:`age_mae` (fit on `features`, score on `test_features`: the transfer
+    probe ``sex_auroc_transfer``).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -357,14 +438,15 @@ def sex_auroc(features: Any, sex: Sequence[str], *, folds: int = 5, seed: int = 
         raise ValueError(f"sex AUROC needs exactly 2 classes, got {len(classes)} ({', '.join(classes)})")
     y = (y_raw == classes[1]).astype(int)
     x = _features("features", features, len(y))
+    other = _test_features(test_features, x)
 
-    def score(xs: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
+    def score(xs: np.ndarray, xt: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
         if len(np.unique(y[train])) < 2 or len(np.unique(y[test])) < 2:
             return math.nan  # AUROC undefined with one class
         model = _logistic().fit(xs[train], y[train])
-        return roc_auc_score(y[test], model.predict_proba(xs[test])[:, 1])
+        return roc_auc_score(y[test], model.predict_proba(xt[test])[:, 1])
 
-    return _cross_validate(x, y, groups, folds, seed, score, stratify=True)
+    return _cross_validate(x, y, groups, folds, seed, score, stratify=True, test_features=other)
 
 
 # ---------------------------------------------------------------------------------------- distributions
@@ -460,7 +542,8 @@ def evaluate_harmonization(raw_images: Any, harmonised_images: Any, covariates: 
         ``(N, 1, H, W)`` in [0, 1], row i the same image before and after harmonisation (target-site
         images are harmonised too, and count as harmonised images in every metric).
     covariates:
-        one row per image: ``age``, ``sex`` ("F"/"M"), ``site``, optional ``true_traveller_id``.
+        one row per image: ``age``, ``sex`` ("F"/"M"), ``site``, optional ``subject_id`` and
+        ``true_traveller_id`` (the probes' fold groups, :func:`probe_groups`).
     target_site:
         the reference site every image was mapped to.
     features:
@@ -471,6 +554,9 @@ def evaluate_harmonization(raw_images: Any, harmonised_images: Any, covariates: 
 
     ``frechet`` compares the harmonised images of the subjects not scanned at the target site with the
     real (raw) target-site images; ``ssim``/``psnr``/``mae`` are NaN without travelling subjects.
+    ``age_mae_transfer`` / ``sex_auroc_transfer`` fit their probes on the raw images' features of the
+    training folds and test them on the harmonised images' features (same folds as ``age_mae`` /
+    ``sex_auroc``, which fit and test on the harmonised images).
     """
     raw, harmonised = _images("raw_images", raw_images), _images("harmonised_images", harmonised_images)
     if raw.shape != harmonised.shape:
@@ -485,19 +571,23 @@ def evaluate_harmonization(raw_images: Any, harmonised_images: Any, covariates: 
     if features is None:
         _, features = image_features(raw, seed=seed)
     h = features.transform(harmonised)
-    groups = traveller_groups(covariates)
+    r = features.transform(raw)
+    groups = probe_groups(covariates)
     accuracy, chance = site_accuracy(h, site, folds=folds, seed=seed, groups=groups)
+    ages = pd.to_numeric(covariates["age"]).to_numpy(dtype=np.float64)
+    sex = covariates["sex"].to_numpy()
     rows, reference_rows = traveller_pairs(covariates, target_site)
     travellers = traveller_scores(harmonised[rows], raw[reference_rows])
     moved = ~at_target
-    frechet = (frechet_to_target(h[moved], features.transform(raw[at_target]))
-               if moved.sum() >= 2 and at_target.sum() >= 2 else math.nan)
+    frechet = (frechet_to_target(h[moved], r[at_target]) if moved.sum() >= 2 and at_target.sum() >= 2
+               else math.nan)
     return {
         "site_accuracy": accuracy,
         "site_chance": chance,
-        "age_mae": age_mae(h, pd.to_numeric(covariates["age"]).to_numpy(dtype=np.float64), folds=folds, seed=seed,
-                           groups=groups),
-        "sex_auroc": sex_auroc(h, covariates["sex"].to_numpy(), folds=folds, seed=seed, groups=groups),
+        "age_mae_transfer": age_mae(r, ages, folds=folds, seed=seed, groups=groups, test_features=h),
+        "sex_auroc_transfer": sex_auroc(r, sex, folds=folds, seed=seed, groups=groups, test_features=h),
+        "age_mae": age_mae(h, ages, folds=folds, seed=seed, groups=groups),
+        "sex_auroc": sex_auroc(h, sex, folds=folds, seed=seed, groups=groups),
         "frechet": frechet,
         "within_site_variability": within_site_variability(raw, harmonised, site),
         "ssim": travellers["ssim"],

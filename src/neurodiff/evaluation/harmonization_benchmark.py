@@ -12,6 +12,14 @@ adversarial site head on z_υ), ``combat``, ``cvae``, ``style_gan`` and ``raw`` 
 For the DDAE variants also ``latent_site_accuracy`` (how well the site is predicted from z_υ of the
 test images; chance = 1 / sites), ``images_per_second`` and the traveller SSIM / PSNR with half the
 inversion and rendering steps (``ssim_half_steps``, ``psnr_half_steps``).
+
+Ranking in report.html (:data:`HIGHER_IS_BETTER`): biology kept is ranked by the transfer probes
+(``age_mae_transfer``, ``sex_auroc_transfer``: fitted on raw images, applied to harmonised ones);
+``age_mae`` / ``sex_auroc`` (fitted on the harmonised images) are shown but not ranked, since a method
+given the age and sex can write them into its output. A method whose ``within_site_variability`` is
+below :data:`COLLAPSE_THRESHOLD` (its images collapsed towards a template) is marked and not ranked in
+the site-removal and distribution tables: a template has chance site accuracy and a small Fréchet
+distance without harmonising anything.
 """
 
 from __future__ import annotations
@@ -30,8 +38,8 @@ from neurodiff.evaluation.harmonization import (
     REQUIRED_COLUMNS,
     evaluate_harmonization,
     image_features,
+    probe_groups,
     site_accuracy,
-    traveller_groups,
     traveller_pairs,
 )
 from neurodiff.evaluation.image_quality import psnr, ssim
@@ -41,13 +49,26 @@ from neurodiff.reporting.results import add_seed_metrics
 ALL_METHODS = ("ddae", "ddae_adversarial", "combat", "cvae", "style_gan", "raw")
 TRAVELLER = "true_traveller_id"
 
-#: Direction of each metric (None: closest to its reference in :data:`REFERENCES` is best). A site
-#: accuracy below chance is as much a sign of site information as one above it.
-HIGHER_IS_BETTER = {"site_accuracy": None, "age_mae": False, "sex_auroc": True, "frechet": False,
+#: Direction of each metric (None: closest to its reference in :data:`REFERENCES` is best; None without a
+#: reference: shown, not ranked). A site accuracy below chance is as much a sign of site information as one
+#: above it. ``age_mae`` / ``sex_auroc`` probe the harmonised images with probes trained on them, which a
+#: method conditioned on age and sex wins by writing them into its output: not ranked; the transfer probes
+#: (trained on raw images) are.
+HIGHER_IS_BETTER = {"site_accuracy": None, "age_mae_transfer": False, "sex_auroc_transfer": True,
+                    "age_mae": None, "sex_auroc": None, "frechet": False,
                     "within_site_variability": None, "ssim": True, "psnr": True, "mae": False,
                     "latent_site_accuracy": None, "ssim_half_steps": True, "psnr_half_steps": True,
                     "images_per_second": True}
 REFERENCES = {**REFERENCE_VALUES, "latent_site_accuracy": "site_chance"}
+#: A method whose mean ``within_site_variability`` (within-site spread after / before) is below this has
+#: collapsed its images towards a template: the report marks it (†) and does not rank it on the metrics a
+#: template wins without harmonising (:data:`COLLAPSE_GAMED`): a single template has chance site accuracy
+#: and a small Fréchet distance; a template of the given age and sex (a decoder that ignores the input
+#: image and renders the mean image of those covariates) also beats the raw images on the transfer probes,
+#: since a probe fitted on raw images reads that mean image without the subjects' individual anatomy.
+COLLAPSE_THRESHOLD = 0.5
+COLLAPSE_GAMED = ("site_accuracy", "frechet", "age_mae_transfer", "sex_auroc_transfer")
+COLLAPSE_MARK = " †"
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,24 @@ class HarmonizeBenchmarkConfig:
             raise ValueError(f"harmonisation needs at least two sites; the manifest has only {sites}")
         if self.target_site is not None and str(self.target_site) not in sites:
             raise ValueError(f"target site {self.target_site!r} is not in the manifest (sites: {', '.join(sites)})")
+        self._check_training_sites(frame)
+
+    def _check_training_sites(self, frame: pd.DataFrame) -> None:
+        """Every site of each seed's test split must have training images: the methods are fitted on the
+        training split and cannot map images of a site they never saw (DDAE and the baselines refuse them,
+        after the earlier methods have trained). The split (:func:`split_cohort`) is left as it is."""
+        sites = frame["site"].astype(str).to_numpy()
+        for seed in self.seeds:
+            train, test = split_cohort(frame, self.test_fraction, seed)
+            missing = sorted(set(sites[test]) - set(sites[train]))
+            if missing:
+                controls = {s: len(_control_subjects(frame, s)) for s in missing}
+                counts = ", ".join(f"{s}: {n} control subject(s)" for s, n in controls.items())
+                raise ValueError(
+                    f"seed {seed}: site(s) {', '.join(missing)} have test images but no training images (the "
+                    f"seeded split by subject holds out every control subject there; {counts}; travelling "
+                    f"subjects are always held out). Add control subjects at {'that site' if len(missing) == 1 else 'those sites'}, "
+                    f"or leave {'it' if len(missing) == 1 else 'them'} out of the manifest")
 
     def with_target(self, frame: pd.DataFrame) -> HarmonizeBenchmarkConfig:
         """This config with an unset `target_site` set to :func:`default_target_site` of `frame`."""
@@ -141,6 +180,14 @@ def check_covariates(frame: pd.DataFrame) -> None:
             shown = ", ".join(values[:5]) + (", ..." if len(values) > 5 else "")
             raise ValueError(f"manifest column {column!r} must hold {needed[column]}; found {shown} in "
                              f"{int(wrong.sum())} row(s), the first for subject {rows['subject_id'][wrong].iloc[0]!r}")
+
+
+def _control_subjects(frame: pd.DataFrame, site: str) -> np.ndarray:
+    """The subjects of `site` that :func:`split_cohort` may put in training (used rows, not travellers)."""
+    keep = _used_rows(frame) & frame["site"].astype(str).eq(site).to_numpy()
+    if TRAVELLER in frame.columns:
+        keep &= frame[TRAVELLER].fillna("").astype(str).eq("").to_numpy()
+    return np.unique(frame["subject_id"].astype(str).to_numpy()[keep])
 
 
 def split_cohort(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -223,7 +270,7 @@ def _ddae_extras(model, x_test, test_frame, config, seed, extras, method) -> dic
     z = model.encode(x_test, test_frame)
     extras["latents"][method] = z
     accuracy, _ = site_accuracy(z[:, : model.latent_dim], test_frame["site"].astype(str).to_numpy(), seed=seed,
-                                groups=traveller_groups(test_frame))  # as for the images: travellers in one fold
+                                groups=probe_groups(test_frame))  # as for the images: each subject in one fold
     rows, reference_rows = traveller_pairs(test_frame, config.target_site)
     out = {"latent_site_accuracy": accuracy}
     if len(rows):
@@ -316,9 +363,12 @@ def harmonize_figures(document: dict[str, Any], first: dict[str, Any], out_dir) 
         plt.close(fig)
         files[name.removesuffix(".png")] = name
 
-    metrics = [m for m in ("site_accuracy", "age_mae", "sex_auroc", "frechet", "within_site_variability", "ssim",
-                           "psnr", "mae") if any(m in v for v in document["methods"].values())]
-    draw_or_warn("metrics.png", lambda: save(metric_bars(document, metrics, unranked=("raw",)),  # raw: not a method
+    metrics = [m for m in ("site_accuracy", "age_mae_transfer", "sex_auroc_transfer", "age_mae", "sex_auroc",
+                           "frechet", "within_site_variability", "ssim", "psnr", "mae")
+               if any(m in v for v in document["methods"].values())]
+    collapsed = collapsed_methods(document["methods"])
+    draw_or_warn("metrics.png", lambda: save(metric_bars(document, metrics, unranked=("raw",),  # raw: not a method
+                                                         unranked_per_metric={m: collapsed for m in COLLAPSE_GAMED}),
                                              "metrics.png"))
 
     def umap(method: str, latents: np.ndarray, sites: np.ndarray) -> None:
@@ -340,6 +390,13 @@ def harmonize_figures(document: dict[str, Any], first: dict[str, Any], out_dir) 
     return files
 
 
+def collapsed_methods(methods: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The methods (never ``raw``) whose mean ``within_site_variability`` is below :data:`COLLAPSE_THRESHOLD`."""
+    return tuple(m for m, values in methods.items() if m != "raw"
+                 and (mean := (values.get("within_site_variability") or {}).get("mean")) is not None
+                 and mean < COLLAPSE_THRESHOLD)
+
+
 def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
     """report.html: tables of every metric group, the timings and the figures."""
     import html
@@ -350,6 +407,14 @@ def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
     config = document["config"]
     table = partial(methods_table, higher_is_better=HIGHER_IS_BETTER, references=REFERENCES,
                     unranked=("raw",))  # raw: the images unchanged (variability ratio 1), not a method
+    collapsed = collapsed_methods(methods)
+    # the tables of the metrics a template wins: collapsed methods marked (†) and never bold there
+    marked = {f"{m}{COLLAPSE_MARK}" if m in collapsed else m: v for m, v in methods.items()}
+    gamed = partial(methods_table, higher_is_better=HIGHER_IS_BETTER, references=REFERENCES,
+                    unranked=("raw", *(f"{m}{COLLAPSE_MARK}" for m in collapsed)))
+    collapse_note = (f" †: within-site variability below {COLLAPSE_THRESHOLD}, images collapsed towards a "
+                     "template (which gets chance site accuracy, a small Fréchet distance and clean age / sex "
+                     "probes without harmonising any subject's anatomy): not bolded in this table.")
     parts = [
         "<h1>Harmonisation benchmark (DDAE and baselines)</h1>",
         f"<p class=note>{html.escape(str(document['data'].get('description', '')))}; target site "
@@ -359,13 +424,17 @@ def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
         "all tie; never raw, the unharmonised images).</p>",
         table(methods, ["ssim", "psnr", "mae"], "Travelling subjects: harmonised image vs the same "
               "subject's real target-site image"),
-        table(methods, ["site_accuracy", "site_chance", "latent_site_accuracy"],
+        gamed(marked, ["site_accuracy", "site_chance", "latent_site_accuracy"],
               "Site removal: cross-validated site classifier on the harmonised images (chance = 1/sites), "
-              "and on DDAE's z_υ"),
-        table(methods, ["age_mae", "sex_auroc"], "Biology kept: age and sex predicted from the harmonised "
-              "images (compare with raw)"),
-        table(methods, ["frechet", "within_site_variability"], "Distribution: Fréchet distance to real "
-              "target-site images; within-site variability after / before (1 = kept)"),
+              "and on DDAE's z_υ." + collapse_note),
+        gamed(marked, ["age_mae_transfer", "sex_auroc_transfer", "age_mae", "sex_auroc"],
+              "Biology kept: age and sex probes fitted on the raw images and applied to the harmonised images "
+              "(*_transfer, ranked; for raw they equal the within-raw probes), and probes fitted and tested on "
+              "the harmonised images (age_mae, sex_auroc; not ranked: a method conditioned on age and sex, like "
+              "the cVAE or DDAE's covariate encoder, can write them into its output and win these without "
+              "keeping any anatomy)." + collapse_note),
+        gamed(marked, ["frechet", "within_site_variability"], "Distribution: Fréchet distance to real "
+              "target-site images; within-site variability after / before (1 = kept)." + collapse_note),
         table(methods, ["images_per_second", "ssim_half_steps", "psnr_half_steps"],
               "DDAE cost: harmonised images per second at the benchmark's size, and traveller quality "
               "with half the inversion and rendering steps"),

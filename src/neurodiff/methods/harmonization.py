@@ -22,6 +22,9 @@ removes it: a site classifier on z_υ trained through a gradient-reversal layer 
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,6 +122,10 @@ class DisentangledDiffAE(DiffusionAutoencoder):
         """Train on every image of `manifest` (a CSV path, or a frame with its `images` given)."""
         if "site" not in self.covariates:
             raise ValueError(f"DDAE's known-variance covariates must include 'site', got {list(self.covariates)}")
+        weight = self.adversarial_weight
+        if isinstance(weight, bool) or not (isinstance(weight, numbers.Real) and math.isfinite(weight) and weight >= 0):
+            # a negative weight trains the encoder to *encode* the site, and the loss is unbounded below
+            raise ValueError(f"adversarial_weight must be a finite number ≥ 0 (0: off), got {weight!r}")
         self.latent_covariates = tuple(self.covariates)
         manifest, images = self._manifest_and_images(manifest, images)
         sites = manifest["site"].map(category_key)  # as the encoding will see them: " a" is "a"

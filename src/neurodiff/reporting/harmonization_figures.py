@@ -46,8 +46,10 @@ UMAP_MIN_POINTS = 10
 METRIC_TITLES = {
     "site_accuracy": "site classifier balanced accuracy",
     "site_chance": "chance (1 / sites)",
-    "age_mae": "age MAE (years)",
-    "sex_auroc": "sex AUROC",
+    "age_mae_transfer": "age MAE (years), probe fitted on raw",
+    "sex_auroc_transfer": "sex AUROC, probe fitted on raw",
+    "age_mae": "age MAE (years), probe fitted on harmonised",
+    "sex_auroc": "sex AUROC, probe fitted on harmonised",
     "frechet": "Fréchet distance to target (PCA)",
     "within_site_variability": "within-site variability after / before",
     "ssim": "travellers: SSIM",
@@ -67,7 +69,11 @@ CAPTIONS = {
         "Harmonisation metrics per method: bars are the mean over seeds, error bars the 95 % interval "
         "(1.96·sd/√n; none for a single seed), dots the per-seed values. Dashed lines mark the ideal value "
         "(chance for the site classifier, 1 for the variability ratio); the best mean has a black outline (every "
-        "tied best one; none when all methods tie; never the unharmonised raw images)."
+        "tied best one; none when all methods tie; never the unharmonised raw images). Probes fitted on the "
+        "harmonised images (age_mae, sex_auroc) are not ranked: a method given the age and sex can write them "
+        "into its output; the *_transfer probes, fitted on raw images, are. A method whose images collapsed "
+        "towards a template (within-site variability below 0.5) is never outlined for site accuracy, Fréchet "
+        "or the transfer probes."
     ),
 }
 
@@ -234,7 +240,7 @@ def _reference(methods: Mapping[str, Mapping[str, Any]], metric: str) -> float |
 
 def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None, *,
                 higher_is_better: Mapping[str, bool | None] | None = None, max_cols: int = 4,
-                unranked: Collection[str] = ()):
+                unranked: Collection[str] = (), unranked_per_metric: Mapping[str, Collection[str]] | None = None):
     """Per-method bars (mean over seeds) with 95 % CI error bars and per-seed dots, one panel per metric.
 
     `summary` is a results.json document (or its ``methods`` mapping: method → metric → ``{"mean",
@@ -244,7 +250,9 @@ def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None
     dashed reference line"); unknown metrics have no direction and no best outline. The best means are
     outlined as in the report tables (:func:`neurodiff.reporting.tables.best_methods`: ties all outlined,
     none when every ranked method ties); methods in `unranked` (e.g. ``raw``, the unchanged images) are
-    drawn but never outlined. A ValueError when no chosen metric has a value.
+    drawn but never outlined; `unranked_per_metric` adds, per metric, methods never outlined in that panel
+    only (e.g. a method collapsed to a template, for site accuracy and Fréchet). A ValueError when no
+    chosen metric has a value.
     """
     methods = _methods_of(summary)
     direction = {**HIGHER_IS_BETTER, **(higher_is_better or {})}
@@ -260,7 +268,8 @@ def metric_bars(summary: Mapping[str, Any], metrics: Sequence[str] | None = None
         summaries = {name: _summary(methods, name, metric) for name in names}
         reference = _reference(methods, metric)
         higher = direction.get(metric)
-        best = best_methods(metric_losses(methods, names, metric, higher, REFERENCE_VALUES.get(metric)), unranked)
+        left_out = {*unranked, *(unranked_per_metric or {}).get(metric, ())}
+        best = best_methods(metric_losses(methods, names, metric, higher, REFERENCE_VALUES.get(metric)), left_out)
         if higher is None:
             arrow = f"best near {reference:.3g}" if reference is not None else ""
         else:
