@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -110,3 +111,108 @@ def test_predict_device_is_checked_before_anything_is_written(tmp_path):
     result = runner.invoke(app, ["impute", "predict", "--model", str(model), "--data", str(table), "--out", str(out),
                                  "--device", "auto"])
     assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def auto_model(tmp_path_factory):
+    """A model whose features were detected at fit (f0 … f7), one epoch."""
+    folder = tmp_path_factory.mktemp("auto")
+    table = folder / "table.csv"
+    cohort(n=40, paired=20).to_csv(table, index=False)
+    result = runner.invoke(app, ["impute", "fit", "--data", str(table), "--labels", "age,disease", "--out",
+                                 str(folder / "model"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    return folder / "model"
+
+
+@pytest.mark.parametrize("column,message", [
+    ("f2", "feature column 'f2' has an infinite value (inf or -inf) at visit 1 for subject 's30' (1 in all)"),
+    ("age", "label column 'age' has an infinite value (inf or -inf) at visit 1 for subject 's30' (1 in all)"),
+])
+def test_infinite_values_are_refused_by_fit_and_predict(tmp_path, auto_model, column, message):
+    """predict used to write an all-NaN "generated" row for such a subject and exit 0; fit failed with
+    sklearn's or the gradient calibration's message, which named neither column nor subject."""
+    frame = cohort(n=40, paired=20)
+    frame.loc[(frame.subject_id == "s30") & (frame.visit == 1), column] = np.inf
+    table = tmp_path / "inf.csv"
+    frame.to_csv(table, index=False)
+    out = tmp_path / "completed.csv"
+    result = runner.invoke(app, ["impute", "predict", "--model", str(auto_model), "--data", str(table), "--out", str(out)])
+    assert result.exit_code == 2 and f"{table}: {message}" in result.output, result.output
+    assert not out.exists()
+    model = tmp_path / "model"
+    result = runner.invoke(app, ["impute", "fit", "--data", str(table), "--labels", "age,disease", "--out", str(model),
+                                 "--epochs", "1"])
+    assert result.exit_code == 2 and f"{table}: {message}" in result.output, result.output
+    assert not model.exists()
+
+
+def test_a_stray_text_value_in_a_feature_column_is_an_error_not_a_dropped_feature(tmp_path):
+    frame = cohort(n=40, paired=20)
+    frame["f3"] = frame["f3"].astype(object)
+    frame.loc[5, "f3"] = "4012,5"  # subject s5, visit 1: line 7 of the CSV
+    table = tmp_path / "table.csv"
+    frame.to_csv(table, index=False)
+    model = tmp_path / "model"
+    result = runner.invoke(app, ["impute", "fit", "--data", str(table), "--labels", "age,disease", "--out", str(model),
+                                 "--epochs", "1"])
+    assert result.exit_code == 2 and f"{table}: column 'f3' holds numbers (59 of 60 non-blank values)" in result.output
+    assert "'4012,5' (subject 's5', row 7)" in result.output and "--exclude the column" in result.output
+    assert not model.exists()
+    # named, the example is that value, not the column's first (valid) cell
+    result = runner.invoke(app, ["impute", "fit", "--data", str(table), "--labels", "age,disease", "--features",
+                                 "f2,f3", "--out", str(model), "--epochs", "1"])
+    assert result.exit_code == 2 and "feature column 'f3' is not numeric: e.g. '4012,5' (subject 's5', row 7)" \
+        in result.output, result.output
+    assert not model.exists()
+
+
+def test_predict_warns_about_empty_first_visits_and_columns_the_model_does_not_know(tmp_path, auto_model):
+    frame = cohort(n=40, paired=20).assign(new_volume=1.0)
+    frame.loc[(frame.subject_id == "s30") & (frame.visit == 1), [f"f{j}" for j in range(8)]] = np.nan
+    table, out = tmp_path / "table.csv", tmp_path / "completed.csv"
+    frame.to_csv(table, index=False)
+    result = runner.invoke(app, ["impute", "predict", "--model", str(auto_model), "--data", str(table), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (f"neurodiff impute: warning: {table}: 1 subject(s) have no feature values at visit 1 (subject 's30')"
+            in result.output)
+    assert (f"neurodiff impute: warning: {table}: numeric column(s) 'new_volume' are not features of the model (it "
+            "took its features from the numeric columns of the fit table, and these were not among them): they are "
+            "not generated and stay empty in generated rows" in result.output), result.output
+    completed = pd.read_csv(out)
+    generated = completed[completed.generated]
+    assert len(generated) == 20 and generated["new_volume"].isna().all() and generated["f0"].notna().all()
+    # the fit table itself draws neither warning
+    cohort(n=40, paired=20).to_csv(table, index=False)
+    result = runner.invoke(app, ["impute", "predict", "--model", str(auto_model), "--data", str(table), "--out",
+                                 str(tmp_path / "again.csv")])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    # features named at fit: other columns are expected, no warning
+    named = tmp_path / "named"
+    result = runner.invoke(app, ["impute", "fit", "--data", str(table), "--labels", "age,disease", "--features",
+                                 ",".join(f"f{j}" for j in range(8)), "--out", str(named), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    cohort(n=40, paired=20).assign(new_volume=1.0).to_csv(table, index=False)
+    result = runner.invoke(app, ["impute", "predict", "--model", str(named), "--data", str(table), "--out",
+                                 str(tmp_path / "named.csv")])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+
+
+def test_fixed_thresholds_from_the_command_line(tmp_path):
+    """The public code's fixed thresholds were reachable from Python only."""
+    import json
+
+    table = tmp_path / "table.csv"
+    cohort(n=60, paired=30).to_csv(table, index=False)
+    model = tmp_path / "model"
+    result = runner.invoke(app, ["impute", "fit", "--data", str(table), "--labels", "age,disease", "--out", str(model),
+                                 "--epochs", "1", "--thresholds", "0.45,2.1"])
+    assert result.exit_code == 0, result.output
+    params = json.loads((model / "config.json").read_text())["hyperparameters"]
+    assert (params["gradient_manipulation"], params["clip"], params["skip"]) == ("fixed", 0.45, 2.1)
+    for value, variant, message in (("2.1,0.45", "secondgram", "0 < CLIP < SKIP"), ("0.3", "secondgram", "CLIP,SKIP"),
+                                    ("0.3,1.8", "no_grad", "variant 'no_grad' turns off")):
+        result = runner.invoke(app, ["impute", "fit", "--data", str(table), "--labels", "age,disease", "--out",
+                                     str(tmp_path / "bad"), "--epochs", "1", "--thresholds", value, "--variant", variant])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not (tmp_path / "bad").exists()

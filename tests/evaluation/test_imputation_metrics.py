@@ -124,6 +124,29 @@ def test_corr_matrix_diff_by_hand():
     assert corr_matrix_diff(real, generated) == pytest.approx(2 / 3)
 
 
+def test_corr_matrix_diff_counts_a_collapsed_generated_feature_as_uncorrelated():
+    """A feature constant only in the generated data is not left out (that would reward the collapse):
+    it counts with correlation 0 to every other feature."""
+    # real: C01 = 1, C02 = −1, C12 = −1; generated: f1 = f0 (C01 = 1), f2 collapsed → C02 = C12 = 0
+    real = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 2.0], [3.0, 6.0, 1.0]])
+    generated = np.array([[1.0, 1.0, -1.0], [2.0, 2.0, -1.0], [3.0, 3.0, -1.0]])
+    assert corr_matrix_diff(real, generated) == pytest.approx(2 / 3)
+    # a generator that saturates half the features scores worse than one that keeps them
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 10))
+    real[:, 5:] += real[:, :5]
+    good = real + rng.normal(scale=0.5, size=real.shape)
+    collapsed = good.copy()
+    collapsed[:, 5:] = 1.0
+    assert corr_matrix_diff(real, collapsed) > 2 * corr_matrix_diff(real, good)  # 0.13 vs 0.04 (was 0.045 vs 0.045)
+    # a feature constant in the REAL data is still left out, with its pairs
+    real_const = real.copy()
+    real_const[:, 9] = 0.5
+    assert corr_matrix_diff(real_const, good) == pytest.approx(corr_matrix_diff(real[:, :9], good[:, :9]))
+    with pytest.warns(RuntimeWarning, match="corr_matrix_diff"):
+        assert math.isnan(corr_matrix_diff(np.ones((4, 3)), scaled_sample(4, 3, seed=1)))
+
+
 def test_frechet_by_hand():
     # real: mean 0, cov diag(2/3, 8/3); generated = real·[2, 1] + 1: mean (1, 1), cov diag(8/3, 8/3)
     # ‖Δμ‖² = 2; traces 10/3 + 16/3; 2·Tr√(ΣrΣg) = 2·(4/3 + 8/3) = 8 → 2 + 26/3 − 8 = 8/3
@@ -277,14 +300,26 @@ def test_case_study_by_hand():
     x1 = np.array([[10.0, 10.0, 0.0], [10.0, 12.0, 0.0], [8.0, 8.0, 0.0], [9.0, 9.0, 0.0]])
     x2 = np.array([[9.0, 8.0, 5.0], [9.0, 11.0, 5.0], [8.0, 7.5, 5.0], [9.5, 8.0, 5.0]])
     label = np.array([True, True, False, False])
-    # changes: −3, −2 (positive) and −0.5, −0.5 (negative)
+    # per-subject mean change over the group's columns: −1.5, −1 (positive) and −0.25, −0.25 (negative)
     assert case_study(x1, x2, label, [0, 1]) == {
-        "change_positive": -2.5, "change_negative": -0.5, "n_positive": 2, "n_negative": 2,
+        "change_positive": -1.25, "change_negative": -0.25, "n_positive": 2, "n_negative": 2,
     }
     # scaled inputs are mapped back to original units first
     scaled = case_study(x1 / 10, x2 / 10, label, [0, 1], to_original=lambda x: 10 * x)
-    assert scaled["change_positive"] == pytest.approx(-2.5)
+    assert scaled["change_positive"] == pytest.approx(-1.25)
     single = case_study(x1, x2, np.zeros(4, dtype=bool), 2)
     assert single["change_negative"] == 5.0 and math.isnan(single["change_positive"]) and single["n_positive"] == 0
     with pytest.raises(ValueError, match="feature_index"):
         case_study(x1, x2, label, [7])
+
+
+def test_case_study_averages_the_groups_columns_not_sums_them():
+    """METHODS.md and the paper's public code: the group's mean change. Six columns that each drop by 2
+    (label) or 1 (others) give −2 / −1, whatever the size of the group (a sum gave −12 / −6)."""
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(100, 5, (100, 6))
+    label = np.arange(100) < 30
+    x2 = x1 - np.where(label[:, None], 2.0, 1.0)
+    result = case_study(x1, x2, label, list(range(6)))
+    assert result["change_positive"] == pytest.approx(-2.0) and result["change_negative"] == pytest.approx(-1.0)
+    assert case_study(x1, x2, label, [0, 1])["change_positive"] == pytest.approx(-2.0)

@@ -61,3 +61,29 @@ def test_preparation_scales_to_unit_range_and_inverts():
     np.testing.assert_array_equal(scaled_y[:, 1], y[:, 1])  # binary labels kept
     again = Preparation.from_arrays(prep.to_arrays())
     np.testing.assert_array_equal(again.features(x1), z)
+
+
+def test_a_feature_constant_in_training_is_generated_as_that_constant():
+    """The placeholder span of 1 mapped a constant feature's [-1, 1] onto [x_min, x_min + 1]."""
+    rng = np.random.default_rng(0)
+    x1 = np.column_stack([rng.uniform(1000, 5000, 50), np.full(50, 1000.0)])
+    x2 = x1.copy()
+    prep = Preparation.fit(x1, x2, rng.uniform(40, 80, (50, 1)))
+    z = np.column_stack([np.linspace(-1, 1, 11), np.linspace(-1, 1, 11)])  # what a sampler may return
+    back = prep.inverse_features(z)
+    np.testing.assert_array_equal(back[:, 1], 1000.0)
+    np.testing.assert_allclose(back[:, 0], (z[:, 0] + 1) / 2 * (prep.x_max[0] - prep.x_min[0]) + prep.x_min[0])
+    np.testing.assert_array_equal(prep.features(x1)[:, 1], -1.0)
+    np.testing.assert_allclose(prep.inverse_features(prep.features(x1)), x1)
+
+
+def test_preparation_refuses_infinite_values():
+    """An infinite value went through the imputer as NaN rows (tables are checked with names earlier)."""
+    x = np.array([[1.0, 2.0], [3.0, np.nan], [5.0, 6.0]])
+    prep = Preparation.fit(x, x, np.zeros((3, 1)))
+    with pytest.raises(ValueError, match=r"features contain infinite values \(1, the first at \(row, column\) \(1, 0\)\)"):
+        prep.features(np.array([[1.0, 2.0], [np.inf, np.nan]]))
+    with pytest.raises(ValueError, match="labels contain infinite values"):
+        prep.labels(np.array([[-np.inf]]))
+    with pytest.raises(ValueError, match="x1 contain infinite values"):
+        Preparation.fit(np.where(np.isnan(x), np.inf, x), x, np.zeros((3, 1)))

@@ -122,7 +122,8 @@ def test_pretrained_variant_runs():
 
 def test_complete_keeps_the_tables_dtypes(fitted):
     table = cohort(n=40, paired=20).assign(disease=lambda t: t["disease"].astype(int), scanner=3)
-    completed = fitted.complete(table)
+    with pytest.warns(UserWarning, match="numeric column\\(s\\) 'scanner' are not features of the model"):
+        completed = fitted.complete(table)  # features detected at fit: 'scanner' is none of them
     assert completed["disease"].dtype == np.int64 and completed["visit"].dtype == np.int64
     assert str(completed["scanner"].dtype) == "Int64" and completed["scanner"].isna().sum() == 20
     assert completed["f0"].dtype == np.float64

@@ -19,6 +19,23 @@ app = typer.Typer(
 )
 
 
+def _thresholds(text: str, variant: str) -> dict[str, float]:
+    """--thresholds CLIP,SKIP as positive numbers with CLIP < SKIP; refused for variants without gradient
+    manipulation (vanilla, pretrained, no_grad), which it would silently turn on."""
+    from neurodiff.methods.longitudinal.secondgram import PRESETS
+
+    if PRESETS.get(variant, {}).get("gradient_manipulation") == "none":
+        raise ValueError(f"--thresholds sets gradient manipulation, which variant {variant!r} turns off")
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        clip, skip = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--thresholds must be CLIP,SKIP (two numbers, e.g. 0.3,1.8), got {text!r}") from None
+    if not (0 < clip < skip < float("inf")):
+        raise ValueError(f"--thresholds needs 0 < CLIP < SKIP (finite), got clip {clip:g} and skip {skip:g}")
+    return {"clip": clip, "skip": skip}
+
+
 def _columns(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
@@ -30,12 +47,13 @@ def _fail(error: Exception) -> None:
 
 @contextmanager
 def _table_warnings(show: bool = True) -> Iterator[None]:
-    """Print the warnings meant for the user as lines on stderr: rows the table reader does not use (other
-    visits, empty follow-ups), and too few paired subjects for early stopping."""
-    from neurodiff.data.longitudinal_table import IgnoredVisitsWarning
+    """Print the warnings meant for the user as lines on stderr: the table reader's (rows it does not use:
+    other visits, empty follow-ups; subjects without any visit-1 feature value; numeric columns a fitted
+    model does not know), and too few paired subjects for early stopping."""
+    from neurodiff.data.longitudinal_table import TableWarning
     from neurodiff.methods.longitudinal.secondgram import FewValidationSubjectsWarning
 
-    shown = (IgnoredVisitsWarning, FewValidationSubjectsWarning)
+    shown = (TableWarning, FewValidationSubjectsWarning)
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -68,6 +86,9 @@ def fit(
                                  "secondgram_warmup_calibration (not in the paper: thresholds calibrated after 5 epochs)."),
     quick: bool = typer.Option(False, "--quick", help="At most 50 epochs, patience 10 (CPU minutes); default: the paper's 1000 / 50."),
     epochs: int = typer.Option(None, "--epochs", help="Maximum epochs (overrides the preset)."),
+    thresholds: str = typer.Option(None, "--thresholds", help="CLIP,SKIP: fixed gradient-norm thresholds instead of the "
+                                   "calibrated ones, e.g. 0.3,1.8 (the public code's) or 0.45,2.1 (its paired-only "
+                                   "ablation). Not with the variants that turn gradient manipulation off."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split, initialisation and noise."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16."),
@@ -95,6 +116,8 @@ def fit(
     if epochs is not None:
         params["max_epochs"] = epochs
     try:
+        if thresholds is not None:
+            params.update(gradient_manipulation="fixed", **_thresholds(thresholds, variant))
         check_out_folder(out)
         resolve_device(device)  # before any work
         model = SecondGram.preset(variant, **params)

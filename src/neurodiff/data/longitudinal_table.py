@@ -4,8 +4,12 @@ One row per subject and visit: a subject column, a visit column (1 = first visit
 covariate (label) columns named by the user and feature columns (named by the user, or all remaining
 numeric columns). Subjects with only visit 1 are the unpaired ones. Labels are read from the first
 visit. Rows of any other visit (3, 4, ...) are not used, nor follow-up rows without any feature value
-(those subjects count as unpaired): a :class:`IgnoredVisitsWarning` says how many and which. Subject ids are text (a CSV's ``007`` stays ``"007"``). Every problem is an error that
-names the column, subject or file at fault.
+(those subjects count as unpaired): a :class:`IgnoredVisitsWarning` says how many and which. A subject
+whose first visit has no feature value at all draws an :class:`EmptyFirstVisitWarning` (its features
+are then all imputed). Subject ids are text (a CSV's ``007`` stays ``"007"``). Every problem is an
+error that names the column, subject or file at fault: among them an infinite feature or label value,
+and, with automatic feature detection, a column of numbers with a few text cells in it (e.g.
+``4012,5``), which would otherwise be left out of the features without a word.
 """
 
 from __future__ import annotations
@@ -42,9 +46,31 @@ class LongitudinalArrays:
         return len(self.subject_ids)
 
 
-class IgnoredVisitsWarning(UserWarning):
+class TableWarning(UserWarning):
+    """Something in a longitudinal table the user should know about (the CLI prints these as lines)."""
+
+
+class IgnoredVisitsWarning(TableWarning):
     """A longitudinal table has rows that are not used: a visit other than 1 or 2, or a follow-up row
     without any feature value."""
+
+
+class EmptyFirstVisitWarning(TableWarning):
+    """Subjects whose first visit (visit 1) has no feature value at all: every feature of theirs is
+    imputed, so a follow-up generated for them rests on their labels and the imputer's fill only."""
+
+
+class UnusedColumnsWarning(TableWarning):
+    """A table given to a fitted model has numeric columns that are not among the model's features
+    (they are not generated, and stay empty in generated rows)."""
+
+
+def describe_subjects(ids: Sequence[object], limit: int = 5) -> str:
+    """``subject 'a'`` / ``subjects 'a', 'b', ... and 3 more``: up to `limit` ids, then a count."""
+    ids = list(ids)
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return f"subject{'s' if len(ids) > 1 else ''} {shown}{more}"
 
 
 def read_table(path: str | Path, *, subject: str | None = "subject_id") -> pd.DataFrame:
@@ -92,20 +118,78 @@ def resolve_features(
     exclude: Sequence[str] = (),
     source: str = "table",
 ) -> list[str]:
-    """The feature columns: as named, or every numeric column that is not an id, label or excluded."""
+    """The feature columns: as named, or every numeric column that is not an id, label or excluded.
+
+    A named column that is not numeric is an error showing its first value that is not a number. With
+    automatic detection, a text column whose non-blank values are mostly (at least half) numbers is an
+    error too, naming its first cells that are not: a stray ``4012,5`` or ``n.a`` in a column of
+    volumes would otherwise drop the whole column from the features without a word. Columns of text
+    (e.g. a site name) are left out as before.
+    """
     if features:
         _require_columns(frame, features, "feature", source)
         for column in features:
             if not pd.api.types.is_numeric_dtype(frame[column]):
-                example = frame[column].dropna().iloc[0] if frame[column].notna().any() else None
-                raise ValueError(f"{source}: feature column {column!r} is not numeric (e.g. {example!r})")
+                bad = _not_numbers(frame[column])
+                if bad.any():
+                    raise ValueError(f"{source}: feature column {column!r} is not numeric: e.g. "
+                                     f"{_cells(frame, column, bad, subject, limit=1)}")
+                raise ValueError(f"{source}: feature column {column!r} is not numeric (stored as "
+                                 f"{frame[column].dtype} values); store it as numbers")
         return list(features)
     _require_columns(frame, exclude, "excluded", source)
     skip = {subject, visit, *labels, *exclude}
+    for column in frame.columns:
+        if column in skip or pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        values = frame[column]
+        present = values.notna().to_numpy()
+        blank = present & values.astype(str).str.strip().eq("").to_numpy()
+        numbers = pd.to_numeric(values, errors="coerce").notna().to_numpy()
+        bad = _not_numbers(values)
+        n_values = int((present & ~blank).sum())
+        if n_values and numbers.sum() >= 0.5 * n_values and bad.any():
+            raise ValueError(
+                f"{source}: column {column!r} holds numbers ({int(numbers.sum())} of {n_values} non-blank values) "
+                f"but also text that is not a number: {_cells(frame, column, bad, subject)}. As it is, it would "
+                f"not be a feature; fix those cells (or leave them empty), or --exclude the column"
+            )
     chosen = [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
     if not chosen:
         raise ValueError(f"{source}: no numeric feature columns besides the id, visit and label columns")
     return chosen
+
+
+def _not_numbers(values: pd.Series) -> np.ndarray:
+    """Where a cell holds something (not NaN) that is not a number: text such as ``4012,5`` or ``" "``."""
+    return (values.notna() & pd.to_numeric(values, errors="coerce").isna()).to_numpy()
+
+
+def _cells(frame: pd.DataFrame, column: str, where: np.ndarray, subject: str, limit: int = 3) -> str:
+    """The first `limit` cells of `column` where `where` holds: value, subject and row (as in a CSV file,
+    the header being row 1), then how many more."""
+    positions = np.flatnonzero(where)
+    shown = []
+    for position in positions[:limit]:
+        who = f"subject {frame[subject].iloc[position]!r}, " if subject in frame.columns else ""
+        shown.append(f"{frame[column].iloc[position]!r} ({who}row {position + 2})")
+    more = f" and {len(positions) - limit} more" if len(positions) > limit else ""
+    return ", ".join(shown) + more
+
+
+def _no_infinity(rows: pd.DataFrame, columns: Sequence[str], role: str, visit: str, subject: str,
+                 source: str) -> None:
+    """An infinite value (``inf``, ``-inf``) cannot be scaled or imputed: name the column and subjects."""
+    values = rows[list(columns)].to_numpy(dtype=np.float64)
+    infinite = np.isinf(values)
+    if not infinite.any():
+        return
+    j = int(np.flatnonzero(infinite.any(axis=0))[0])
+    ids = rows[subject].to_numpy()[infinite[:, j]]
+    fix = "replace it with a number, or leave the cell empty to have it imputed" if role == "feature" else \
+        "replace it with a number"
+    raise ValueError(f"{source}: {role} column {columns[j]!r} has an infinite value (inf or -inf) at {visit} for "
+                     f"{describe_subjects(ids)} ({len(ids)} in all); {fix}")
 
 
 def longitudinal_arrays(
@@ -156,11 +240,22 @@ def longitudinal_arrays(
         column = next(c for c in labels if pd.isna(row[c]))
         raise ValueError(f"{source}: subject {row[subject]!r} has no value for label {column!r} at visit 1")
 
+    _no_infinity(first, feature_columns, "feature", "visit 1", subject, source)
+    _no_infinity(follow, feature_columns, "feature", "visit 2", subject, source)
+    _no_infinity(first, labels, "label", "visit 1", subject, source)
     x1 = first[feature_columns].to_numpy(dtype=np.float64)
     empty = np.isnan(x1).all(axis=0)
     if empty.any():
         raise ValueError(f"{source}: feature column {feature_columns[int(np.flatnonzero(empty)[0])]!r} has no values at visit 1")
     ids = first[subject].to_numpy()
+    no_values = np.isnan(x1).all(axis=1)
+    if no_values.any():  # the imputer fills every feature: a generated follow-up rests on the labels alone
+        warnings.warn(
+            f"{source}: {int(no_values.sum())} subject(s) have no feature values at visit 1 "
+            f"({describe_subjects(ids[no_values])}); their first visit is entirely imputed, so a follow-up "
+            f"generated for them rests on their labels and the imputer's fill, not on their measurements",
+            EmptyFirstVisitWarning, stacklevel=2,
+        )
     x2 = np.full_like(x1, np.nan)
     position = pd.Index(ids).get_indexer(follow[subject])
     x2[position] = follow[feature_columns].to_numpy(dtype=np.float64)
@@ -168,10 +263,9 @@ def longitudinal_arrays(
     paired[position] = True
     blank = paired & np.isnan(x2).all(axis=1)
     if blank.any():  # e.g. a wide table exported with a visit-2 row for everyone, imaging or not
-        shown = ", ".join(repr(i) for i in ids[blank][:3]) + (", ..." if blank.sum() > 3 else "")
         warnings.warn(
             f"{source}: ignoring {int(blank.sum())} follow-up row(s) (visit 2) with no feature values "
-            f"(subject {shown}); these subjects count as having no follow-up, so predict generates one",
+            f"({describe_subjects(ids[blank])}); these subjects count as having no follow-up, so predict generates one",
             IgnoredVisitsWarning, stacklevel=2,
         )
         paired &= ~blank

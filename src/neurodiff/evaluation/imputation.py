@@ -12,7 +12,8 @@ Metrics (the names are the keys in results.json, see :data:`METRIC_NAMES`):
 - ``frechet``          ‖μr − μg‖² + Tr(Σr + Σg − 2 (Σr Σg)^½);
 - ``mean_correlation`` Pearson r between the per-feature means of real and generated;
 - ``corr_matrix_diff`` mean |Cr − Cg| over the off-diagonal entries of the feature–feature
-  correlation matrices.
+  correlation matrices (features constant in the real x2 left out; a feature constant only in the
+  generated x2 counts as correlated 0 with every other feature).
 
 Downstream utility (:func:`downstream_auroc`): an MLP classifier trained on one of the training
 sets of :func:`downstream_training_sets` and scored by AUROC on held-out subjects that have a real
@@ -150,7 +151,8 @@ def frechet(real: np.ndarray, generated: np.ndarray) -> float:
 
 
 def mean_correlation(real: np.ndarray, generated: np.ndarray) -> float:
-    """Pearson r between the per-feature means real.mean(0) and generated.mean(0) (NaN if one is flat)."""
+    """Pearson r between the per-feature means real.mean(0) and generated.mean(0) (NaN if the real means
+    are all equal, 0 if only the generated ones are)."""
     real, generated = _check_pair(real, generated)
     r = _rowwise_pearson(real.mean(axis=0)[None], generated.mean(axis=0)[None])[0]
     return float(r)
@@ -159,17 +161,24 @@ def mean_correlation(real: np.ndarray, generated: np.ndarray) -> float:
 def corr_matrix_diff(real: np.ndarray, generated: np.ndarray) -> float:
     """Mean over feature pairs j < k of |corr_real(j, k) − corr_generated(j, k)|.
 
-    Features constant in real or generated have no correlations and are left out (with their
-    pairs); NaN when fewer than 2 features remain.
+    Features constant in the real x2 have no correlations and are left out (with their pairs); NaN
+    when fewer than 2 features remain. A feature constant only in the generated x2 (e.g. saturated at
+    the clamp) counts as correlated 0 with every other feature, as the Pearson metrics count it as
+    r = 0: leaving it out would reward a generator that collapses features.
     """
     real, generated = _check_pair(real, generated)
-    keep = (np.ptp(real, axis=0) > 0) & (np.ptp(generated, axis=0) > 0)
+    keep = np.ptp(real, axis=0) > 0
     if keep.sum() < 2:
-        warnings.warn("corr_matrix_diff: fewer than 2 non-constant features, returning NaN",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn("corr_matrix_diff: fewer than 2 features that are not constant in the real data, "
+                      "returning NaN", RuntimeWarning, stacklevel=2)
         return math.nan
     c_real = np.corrcoef(real[:, keep], rowvar=False)
-    c_gen = np.corrcoef(generated[:, keep], rowvar=False)
+    generated = generated[:, keep]
+    flat = np.ptp(generated, axis=0) == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c_gen = np.corrcoef(generated, rowvar=False)
+    c_gen[flat, :] = 0.0
+    c_gen[:, flat] = 0.0
     upper = np.triu_indices(int(keep.sum()), k=1)
     return float(np.abs(c_real[upper] - c_gen[upper]).mean())
 
@@ -393,9 +402,10 @@ def case_study(
 ) -> dict[str, float | int]:
     """Mean change of a feature group between visits, split by a binary label.
 
-    Per subject: change_i = Σ_{j ∈ group} (x2[i, j] − x1[i, j]); then the mean of change_i over the
-    subjects with ``group_mask`` True (``change_positive``, e.g. parkinsonism) and False
-    (``change_negative``), with their counts. ``feature_index`` is one column index, a list of them
+    Per subject: change_i = mean over j ∈ group of (x2[i, j] − x1[i, j]), the group's mean change (as
+    METHODS.md and the paper's public code: left and right SNc changing by −2 each give −2, not −4);
+    then the mean of change_i over the subjects with ``group_mask`` True (``change_positive``, e.g.
+    parkinsonism) and False (``change_negative``), with their counts. ``feature_index`` is one column index, a list of them
     (e.g. left and right SNc volume) or a boolean mask over features. The change is in ORIGINAL
     units: pass unscaled x1, x2, or give ``to_original`` (e.g. ``scaler.inverse_transform``), which
     is applied to both. Called once with the real x2 and once with the generated x2. A group with no
@@ -416,7 +426,7 @@ def case_study(
         raise ValueError(f"feature_index {feature_index!r} does not fit {x1.shape[1]} features: {error}") from error
     if columns.size == 0:
         raise ValueError("feature_index selects no feature")
-    change = (x2[:, columns] - x1[:, columns]).sum(axis=1)
+    change = (x2[:, columns] - x1[:, columns]).mean(axis=1)
     if not np.isfinite(change).all():
         bad = int((~np.isfinite(change)).sum())
         raise ValueError(f"x1 or x2 has NaN or infinite values in the feature group for {bad} subjects")

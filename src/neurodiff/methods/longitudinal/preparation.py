@@ -6,7 +6,8 @@
    arrays reproduces ``IterativeImputer.transform`` exactly (tested) when it was fitted on every row.
    Above 5,000 rows the chain is fitted on a random 5,000, but the initial fill is the mean of all
    rows, not of those 5,000, so the result differs slightly from the subsample's IterativeImputer.
-2. Min–max scaling of each feature to [-1, 1] (training range; constant features map to -1).
+2. Min–max scaling of each feature to [-1, 1] (training range). A feature constant in training maps
+   to -1, and every value generated for it is that constant.
 3. Scaling of labels: continuous labels standardised, binary (0/1) labels kept as they are.
 """
 
@@ -95,6 +96,9 @@ class Preparation:
     def fit(cls, x1: np.ndarray, x2: np.ndarray, y: np.ndarray, *, seed: int = 0,
             neighbours: int = 20, max_iter: int = 5) -> Preparation:
         """Fit on training subjects: `x2` may hold NaN rows (unpaired subjects), which are ignored."""
+        _finite_or_missing(x1, "x1")
+        _finite_or_missing(x2, "x2")
+        _finite_or_missing(y, "labels")
         rows = np.vstack([x1, x2[~np.isnan(x2).all(axis=1)]])
         imputer = ChainedImputer.fit(rows, neighbours=neighbours, max_iter=max_iter, seed=seed)
         complete = imputer.transform(rows)
@@ -109,12 +113,17 @@ class Preparation:
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """Impute, then scale to [-1, 1] (values outside the training range fall outside it)."""
+        _finite_or_missing(x, "features")
         return 2.0 * (self.imputer.transform(x) - self.x_min) / self._span - 1.0
 
     def inverse_features(self, z: np.ndarray) -> np.ndarray:
-        return (z + 1.0) / 2.0 * self._span + self.x_min
+        """Back to original units. A feature constant in training gets that constant, whatever `z`: its
+        scaled values carry no information (the span is a placeholder), so [-1, 1] must not map onto
+        [x_min, x_min + 1]."""
+        return np.where(self.x_max > self.x_min, (z + 1.0) / 2.0 * self._span + self.x_min, self.x_min)
 
     def labels(self, y: np.ndarray) -> np.ndarray:
+        _finite_or_missing(y, "labels")
         return (y - self.y_mean) / self.y_std
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -125,3 +134,13 @@ class Preparation:
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Preparation:
         return cls(ChainedImputer.from_arrays(arrays, "imputer_"), arrays["x_min"], arrays["x_max"],
                    arrays["y_mean"], arrays["y_std"])
+
+
+def _finite_or_missing(x: np.ndarray, what: str) -> None:
+    """Refuse ±inf: the imputer would spread it into NaN rows (tables are checked, with names, by
+    :func:`neurodiff.data.longitudinal_table.longitudinal_arrays`; this guards arrays given directly)."""
+    infinite = np.isinf(np.asarray(x, dtype=np.float64))
+    if infinite.any():
+        first = tuple(int(i) for i in np.argwhere(infinite)[0])
+        raise ValueError(f"{what} contain infinite values ({int(infinite.sum())}, the first at (row, column) {first}); "
+                         f"replace them with numbers, or NaN (features only) to have them imputed")

@@ -37,6 +37,7 @@ import torch
 from neurodiff.base import Estimator
 from neurodiff.data.longitudinal_table import (
     LongitudinalArrays,
+    UnusedColumnsWarning,
     keep_integer_columns,
     longitudinal_arrays,
     read_table,
@@ -181,7 +182,11 @@ class SecondGram(Estimator):
 
     # ------------------------------------------------------------------ data
     def read(self, table: pd.DataFrame | str | Path, *, source: str | None = None) -> LongitudinalArrays:
-        """The table (or the file) as per-subject arrays, with the columns this model uses."""
+        """The table (or the file) as per-subject arrays, with the columns this model uses.
+
+        Fitted with features detected (no `features`), numeric columns the fit table did not have draw an
+        :class:`~neurodiff.data.longitudinal_table.UnusedColumnsWarning`: they are no features of the model.
+        """
         if isinstance(table, (str, Path)):
             source, table = str(table), read_table(table, subject=self.subject)
         features = self.feature_columns_ if getattr(self, "is_fitted_", False) else self.features
@@ -193,6 +198,20 @@ class SecondGram(Estimator):
                     f"{role_source}: feature column {missing[0]!r} used when the model was fitted is not in the table"
                     + (f" ({len(missing)} missing)" if len(missing) > 1 else "")
                 )
+            if not self.features:  # features detected at fit: a new numeric column is no feature of this model
+                known = {self.subject, self.visit, *self.labels, *self.exclude, *self.feature_columns_, "generated",
+                         "sample"}
+                extra = [c for c in table.columns if c not in known and pd.api.types.is_numeric_dtype(table[c])]
+                if extra:
+                    shown = ", ".join(repr(c) for c in extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5
+                                                                     else "")
+                    warnings.warn(
+                        f"{role_source}: numeric column(s) {shown} are not features of the model (it took its "
+                        f"features from the numeric columns of the fit table, and these were not among them): they "
+                        f"are not generated and stay empty in generated rows (refit on a table with them to generate "
+                        f"them)",
+                        UnusedColumnsWarning, stacklevel=2,
+                    )
         if not self.labels:
             raise ValueError("name the label columns the model conditions on (labels=[...])")
         return longitudinal_arrays(table, labels=self.labels, features=features, subject=self.subject,
