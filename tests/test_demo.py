@@ -1,6 +1,7 @@
 """The main job: `neurodiff demo` end to end at the smoke budget, resuming, and the errors a newcomer hits."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -81,6 +82,24 @@ def test_site_accuracy_is_read_as_best_near_chance_and_raw_is_never_bold():
     assert "<b>0.200 ± 0.010</b>" in table and table.count("<b>") == 1
 
 
+def test_a_harmoniser_that_collapsed_its_images_is_never_the_best_baseline():
+    """A template wins site accuracy (chance) without harmonising; the full report never bolds a method whose
+    within-site variability fell below 0.5, and the demo's page follows it."""
+    from neurodiff.demo.summary import _section
+
+    def row(accuracy, variability):
+        return {"site_accuracy": {"mean": accuracy, "ci95": 0.01}, "site_chance": {"mean": 0.14, "ci95": 0.0},
+                "within_site_variability": {"mean": variability, "ci95": 0.01}}
+
+    methods = {"ddae": row(0.30, 0.9), "combat": row(0.16, 0.95), "cvae": row(0.14, 0.3), "raw": row(0.7, 1.0)}
+    text = reading(methods, HEADLINES["harmonize"])
+    assert "worse than the best baseline, combat" in text and "cvae" not in text
+    page = _section("harmonize", {"results": "harmonize/results.json"}, {"methods": methods}, Path("."))
+    assert "<b>0.160 ± 0.010</b>" in page and "<b>0.140" not in page
+    methods["ddae"] = row(0.14, 0.2)
+    assert "ddae collapsed its images" in reading(methods, HEADLINES["harmonize"])
+
+
 def test_rerun_resumes_from_the_first_unfinished_stage(smoke_demo, tmp_path):
     import shutil
 
@@ -97,6 +116,12 @@ def test_rerun_resumes_from_the_first_unfinished_stage(smoke_demo, tmp_path):
     result = cli.invoke(app, ["demo", "--out", str(out)])
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert (out / "report.html").exists()
+    # a folder of an earlier version (its cohorts and stages differ) is not resumed either
+    state = json.loads((out / "demo.json").read_text())
+    state["settings"].pop("revision")
+    (out / "demo.json").write_text(json.dumps(state))
+    result = cli.invoke(app, ["demo", "--out", str(out), "--smoke"])
+    assert result.exit_code == 2 and "an earlier neurodiff version" in result.output
 
 
 def test_foreign_or_full_folders_are_refused_untouched(tmp_path, monkeypatch):

@@ -235,8 +235,11 @@ def _prepare_folder(out: Path, budget: Budget, overwrite: bool) -> None:
                                 "choose another --out folder") from error
             if earlier.get("settings") == budget.settings():
                 return
+            settings = earlier.get("settings", {})
             what = ("an earlier demo's output" if old else
-                    f"a demo run with other settings ({earlier.get('settings', {}).get('name')} budget)")
+                    "a demo run of an earlier neurodiff version (other cohorts or stages)"
+                    if settings.get("revision") != budget.revision else
+                    f"a demo run with other settings ({settings.get('name')} budget)")
             again = shlex.join(["neurodiff", "demo", "--out", str(out), *(["--smoke"] if budget is SMOKE else []),
                                 "--overwrite"])
             raise DemoError(f"{out} holds {what}; to start again there run `{again}`, or choose another --out folder")
