@@ -46,6 +46,33 @@ def test_every_method_and_metric_is_reported(small):
     assert result["runs"][0]["secondgram"]["thresholds"]["mode"] == "calibrated"
 
 
+def test_gan_is_selected_on_secondgrams_validation_subjects(small, monkeypatch):
+    """The WGAN-GP gets the model selection the diffusion models get: the paired subjects SECONDGRAM holds out
+    score it every epoch and are not trained on."""
+    from neurodiff.baselines import wgan_gp
+    from neurodiff.methods.longitudinal.secondgram import validation_split
+
+    seen = {}
+    fit = wgan_gp.ConditionalWGANGP.fit
+
+    def spy(self, x2, cond, validation=None):
+        seen.update(rows=len(x2), validation=validation, patience=self.patience)
+        return fit(self, x2, cond, validation=validation)
+
+    monkeypatch.setattr(wgan_gp.ConditionalWGANGP, "fit", spy)
+    config = ImputeBenchmarkConfig.quick(labels=small.label_columns, seeds=(0,), methods=("gan",), gan_epochs=3,
+                                         patience=2, leakage_check=False, progress=False)
+    result = run_benchmark(small, config, log=lambda _: None)
+    train, _ = split_subjects(small, config.test_fraction, seed=0)
+    paired = small.paired[train]
+    fit_rows, val = validation_split(paired, 0.1, 0)
+    assert seen["validation"] is not None and len(seen["validation"][0]) == len(val) == 13
+    assert seen["rows"] == int(paired[fit_rows].sum()) == int(paired.sum()) - 13 and seen["patience"] == 2
+    run = result["runs"][0]["gan"]
+    assert run["epochs"] == len(run["validation"]) <= 3 and run["best_epoch"] in range(3)
+    assert run["best_validation_pearson"] == max(run["validation"])
+
+
 def test_cli_benchmark_writes_results_and_report(tmp_path, small, monkeypatch):
     table = tmp_path / "t.csv"
     generate_longitudinal(LongitudinalConfig(n_subjects=200, n_paired=80, n_features=8, seed=1)).to_csv(table, index=False)

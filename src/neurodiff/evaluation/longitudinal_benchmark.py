@@ -6,7 +6,9 @@ and shared by all methods; each method generates the test subjects' follow-ups f
 visit and labels, and is scored in the scaled space with the metrics of METHODS.md
 (:mod:`neurodiff.evaluation.imputation`). The downstream task trains a classifier of each named
 label on the training sets of METHODS.md and reports AUROC on the test subjects; the label-leakage
-variant refits SECONDGRAM without the target label in its conditioning. The case study reports the
+variant refits SECONDGRAM without the target label in its conditioning. Every trained model is
+selected on the same held-out paired subjects: the diffusion models by their early stopping, the
+WGAN-GP by keeping its best generator per epoch (same patience). The case study reports the
 mean change of a feature group split by a binary label, real vs generated, in original units.
 
 Results go into results.json (:mod:`neurodiff.reporting.results`): per method, per metric, the mean,
@@ -39,6 +41,7 @@ from neurodiff.evaluation.imputation import (
 )
 from neurodiff.evaluation.seed_jobs import SeedJobs
 from neurodiff.methods.longitudinal import PRESETS, Preparation, SecondGram
+from neurodiff.methods.longitudinal.secondgram import validation_split
 from neurodiff.reporting.results import add_seed_metrics
 
 DIFFUSION_METHODS = tuple(PRESETS)  # secondgram, secondgram_noised_schedule, vanilla, pretrained, no_grad, no_self
@@ -126,10 +129,19 @@ def _generator_for(method: str, config: ImputeBenchmarkConfig, seed: int, p: _Pr
         model = RidgeImputation().fit(p.x1[pairs], p.y[pairs], p.x2[pairs])
         return model.predict, {"alpha": model.alpha_}
     if method == "gan":
+        # model selection as the diffusion models': the subjects SECONDGRAM holds out (same seed, same
+        # fraction) score the generator every epoch, the best is kept, `patience` epochs without gain stop it
         cond = np.hstack([p.y, p.x1])
-        model = ConditionalWGANGP(epochs=config.gan_epochs, seed=seed, device=config.device, progress=config.progress)
-        model.fit(p.x2[pairs], cond[pairs])
-        return (lambda x1, y: model.predict(np.hstack([y, x1]), seed=seed + 1)), {"seconds": model.history_["seconds"]}
+        val_fraction = config.diffusion_params.get("val_fraction", SecondGram(labels=[]).val_fraction)
+        train, val = validation_split(pairs, val_fraction, seed)
+        fit_rows = train[pairs[train]]
+        model = ConditionalWGANGP(epochs=config.gan_epochs, patience=config.patience, seed=seed,
+                                  device=config.device, progress=config.progress)
+        model.fit(p.x2[fit_rows], cond[fit_rows], validation=(cond[val], p.x2[val]))
+        h = model.history_
+        info = {"seconds": h["seconds"], "epochs": len(h["validation"]), "best_epoch": h["best_epoch"],
+                "best_validation_pearson": h["best_score"], "validation": h["validation"]}
+        return (lambda x1, y: model.predict(np.hstack([y, x1]), seed=seed + 1)), info
     keep = [j for j, name in enumerate(p.train_data.label_columns) if name != exclude_label]
     model = SecondGram.preset(
         method, labels=[p.train_data.label_columns[j] for j in keep], max_epochs=config.max_epochs,
@@ -292,12 +304,13 @@ def _training_table(runs: list[dict[str, Any]]) -> str:
     rows = []
     for run in runs:
         for method, info in run.items():
-            if method == "seed" or not isinstance(info, dict) or "skipped" not in info:
-                continue
+            if method == "seed" or not isinstance(info, dict) or "epochs" not in info:
+                continue  # LOCF, ridge: nothing trained by epochs
             best = info.get("best_validation_pearson")
-            rows.append(f"<tr><th>{html.escape(method)}</th><td>{run['seed']}</td><td>{info['epochs']}</td>"
-                        f"<td>{info['steps']}</td><td>{info['skipped']}</td><td>{info['clipped']}</td>"
-                        f"<td>{'–' if best is None else f'{best:.3f}'}</td><td>{info['seconds']:.0f}</td></tr>")
+            cells = [info["epochs"], *(info.get(k, "–") for k in ("steps", "skipped", "clipped")),  # GAN: no manipulation
+                     "–" if best is None else f"{best:.3f}", f"{info['seconds']:.0f}"]
+            rows.append(f"<tr><th>{html.escape(method)}</th><td>{run['seed']}</td>"
+                        + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     if not rows:
         return ""
     return ("<table><caption>Training runs: gradient manipulation counts</caption><thead><tr><th>method</th>"

@@ -266,20 +266,8 @@ class SecondGram(Estimator):
         return self
 
     def _split(self, paired: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Seeded hold-out of `val_fraction` of the paired subjects (at least 2) for early stopping."""
-        rng = np.random.default_rng(self.seed)
-        paired_idx = np.flatnonzero(paired)
-        n_val = min(max(2, int(round(self.val_fraction * len(paired_idx)))), len(paired_idx) - 2)
-        if n_val < MIN_RELIABLE_VALIDATION:
-            warnings.warn(
-                f"early stopping validates on {n_val} paired subjects ({len(paired_idx)} paired × val_fraction "
-                f"{self.val_fraction}): a per-feature Pearson r across so few subjects is mostly noise (across 2 "
-                f"subjects it is always ±1), so the kept epoch is close to arbitrary; give more paired subjects or a "
-                f"larger val_fraction", FewValidationSubjectsWarning, stacklevel=3,
-            )
-        val = np.sort(rng.choice(paired_idx, n_val, replace=False))
-        train = np.setdiff1d(np.arange(len(paired)), val)
-        return train, val
+        """:func:`validation_split` with this model's `val_fraction` and seed."""
+        return validation_split(paired, self.val_fraction, self.seed)
 
     def _training_samples(self, x1, x2, y, train, paired) -> TensorData:
         """(target, condition x1, labels, is-self) rows: paired x1 → x2, and x1 → x1 when self-conditioning."""
@@ -433,3 +421,24 @@ class SecondGram(Estimator):
         self.net_ = MLPUNet(D, L + D, hidden=self.hidden, residual_blocks=self.residual_blocks, emb_dim=self.emb_dim)
         self.history_ = None
         self.training_summary_ = statistics["training"]
+
+
+def validation_split(paired: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded hold-out of `val_fraction` of the paired subjects (at least 2) for early stopping.
+
+    Returns (train, val) row indices: `val` paired subjects only, `train` every other row (paired or
+    not). SECONDGRAM's early stopping uses it, and the benchmark gives the WGAN-GP the same subjects.
+    """
+    rng = np.random.default_rng(seed)
+    paired_idx = np.flatnonzero(paired)
+    n_val = min(max(2, int(round(val_fraction * len(paired_idx)))), len(paired_idx) - 2)
+    if n_val < MIN_RELIABLE_VALIDATION:
+        warnings.warn(
+            f"early stopping validates on {n_val} paired subjects ({len(paired_idx)} paired × val_fraction "
+            f"{val_fraction}): a per-feature Pearson r across so few subjects is mostly noise (across 2 "
+            f"subjects it is always ±1), so the kept epoch is close to arbitrary; give more paired subjects or a "
+            f"larger val_fraction", FewValidationSubjectsWarning, stacklevel=4,
+        )
+    val = np.sort(rng.choice(paired_idx, n_val, replace=False))
+    train = np.setdiff1d(np.arange(len(paired)), val)
+    return train, val
