@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import nibabel as nib
@@ -51,6 +52,21 @@ def test_fit_reports_a_missing_manifest(tmp_path):
     result = _fit(tmp_path / "nope.csv", tmp_path / "model")
     assert result.exit_code == 2 and "nope.csv" in result.output
     assert not (tmp_path / "model").exists()
+
+
+def test_fit_prints_the_last_latent_and_site_sensitivities(tiny_image_cohort, tmp_path, monkeypatch):
+    from neurodiff.methods import harmonization
+
+    manifest, _, _ = tiny_image_cohort
+    monkeypatch.setitem(harmonization.PRESETS, "quick", {**harmonization.PRESETS["quick"], "sensitivity_every": 1})
+    result = _fit(manifest, tmp_path / "model")
+    assert result.exit_code == 0, result.output
+    printed = re.search(r"latent sensitivity ([0-9.e+-]+), site sensitivity ([0-9.e+-]+)\)", result.output)
+    assert printed, result.output
+    statistics = json.loads((tmp_path / "model" / "statistics.json").read_text())
+    logged = statistics["training"]["site_sensitivity"]
+    assert [entry["step"] for entry in logged] == [1, 2]
+    assert printed.group(2) == f"{logged[-1]['value']:.3g}"
 
 
 # ---------------------------------------------------------------- apply: provenance and --device

@@ -3,9 +3,13 @@
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
-from neurodiff.methods.harmonization import PRESETS, DisentangledDiffAE
+from neurodiff.data.covariates import CovariateEncoding
+from neurodiff.methods.harmonization import PRESETS, DisentangledDiffAE, next_site
+from neurodiff.nets.diffae_unet import CovariateEncoder
 
 TINY = dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(16,), head_channels=8,
             latent_dim=16, covariate_latent_dim=4, timesteps=100, lr=1e-3, ema_decay=None, batch_size=8,
@@ -15,7 +19,9 @@ TINY = dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_re
 @pytest.fixture(scope="module")
 def fitted(tiny_image_cohort):
     _, frame, images = tiny_image_cohort
-    return DisentangledDiffAE(**TINY, max_steps=40, adversarial_weight=1.0).fit(frame, images)
+    # the sensitivities are logged with their own noise: logging them does not change the training
+    return DisentangledDiffAE(**{**TINY, "sensitivity_every": 10}, max_steps=40, adversarial_weight=1.0).fit(frame,
+                                                                                                          images)
 
 
 def test_transform_maps_to_a_training_site(fitted, tiny_image_cohort):
@@ -32,6 +38,63 @@ def test_transform_maps_to_a_training_site(fitted, tiny_image_cohort):
 def test_adversarial_site_loss_is_logged(fitted):
     losses = fitted.history_["metrics"]["site_loss"]
     assert len(losses) == 40 and np.isfinite(losses).all()
+
+
+def test_site_and_semantic_sensitivities_are_logged_beside_the_latent_one(fitted):
+    for key in ("latent_sensitivity", "site_sensitivity", "semantic_sensitivity"):
+        log = fitted.history_[key]
+        assert [entry["step"] for entry in log] == [10, 20, 30, 40], key
+        assert all(np.isfinite(entry["value"]) and entry["value"] > 0 for entry in log), key
+    # the probe batch (the first 8 images) is all site0: swapping the whole latent between its images
+    # hardly moves the site, yet the decoder does use the site (at step 40: 0.015 against 0.009)
+    assert fitted.history_["site_sensitivity"][-1]["value"] > 1e-3
+
+
+class _SiteBlindEncoder(CovariateEncoder):
+    """f_ψ that cannot see the site: the site's one-hot columns are zeroed before its MLP."""
+
+    def __init__(self, covariate_dim: int, latent_dim: int, site_columns: list[int]):
+        super().__init__(covariate_dim, latent_dim)
+        self.site_columns = site_columns
+
+    def forward(self, covariates):
+        return super().forward(covariates.index_fill(1, torch.tensor(self.site_columns), 0.0))
+
+
+class _SiteBlindDDAE(DisentangledDiffAE):
+    def _assemble(self, encoder, unet, covariate_encoder):
+        columns = [i for i, name in enumerate(self.latent_encoding_.columns) if name.startswith("site=")]
+        assert len(columns) == 2
+        blind = _SiteBlindEncoder(covariate_encoder.covariate_dim, covariate_encoder.latent_dim, columns)
+        return super()._assemble(encoder, unet, blind)
+
+
+def test_a_decoder_blind_to_the_site_has_site_sensitivity_zero(tiny_image_cohort):
+    """The whole-latent guard passes (the decoder uses z_υ, age and sex) while the site is ignored:
+    only the site sensitivity shows that harmonising this model would change nothing."""
+    _, frame, images = tiny_image_cohort
+    blind = _SiteBlindDDAE(**{**TINY, "sensitivity_every": 5}, max_steps=10).fit(frame, images)
+    assert [entry["step"] for entry in blind.history_["site_sensitivity"]] == [5, 10]
+    assert all(entry["value"] == pytest.approx(0.0, abs=1e-7) for entry in blind.history_["site_sensitivity"])
+    assert all(entry["value"] > 1e-4 for entry in blind.history_["latent_sensitivity"])
+    assert all(entry["value"] > 0 for entry in blind.history_["semantic_sensitivity"])
+    to0 = blind.transform(images[:2], frame.iloc[:2], "site0")
+    np.testing.assert_array_equal(to0, blind.transform(images[:2], frame.iloc[:2], "site1"))  # indeed: no effect
+
+
+def test_next_site_moves_every_row_to_another_site_and_keeps_the_rest():
+    frame = pd.DataFrame({"age": [60.0, 70.0, 80.0], "sex": ["F", "M", "F"], "site": ["a", "b", "c"]})
+    encoding = CovariateEncoding.fit(frame)
+    encoded = torch.as_tensor(encoding.transform(frame))
+    moved = next_site(encoded, encoding)
+    expected = encoding.transform(frame.assign(site=["b", "c", "a"]))  # the next site, the last to the first
+    np.testing.assert_array_equal(moved.numpy(), expected)
+    assert torch.equal(encoded, torch.as_tensor(encoding.transform(frame)))  # the input is not modified
+    without_site = CovariateEncoding.fit(frame, categorical=())
+    assert torch.equal(next_site(encoded[:, :2], without_site), encoded[:, :2])  # no site: unchanged
+    assert next_site(None, encoding) is None
+    with pytest.raises(ValueError, match=r"covariates shaped \(N, 5\), got \(3, 4\)"):
+        next_site(encoded[:, :4], encoding)
 
 
 def test_unseen_target_site_is_a_clear_error(fitted, tiny_image_cohort):
@@ -87,6 +150,8 @@ def test_save_load_round_trip(fitted, tiny_image_cohort, tmp_path):
     fitted.save(tmp_path / "m")
     loaded = DisentangledDiffAE.load(tmp_path / "m")
     assert loaded.adversarial_weight == 1.0 and loaded.sites == fitted.sites
+    for key in ("latent_sensitivity", "site_sensitivity", "semantic_sensitivity"):
+        assert loaded.training_summary_[key] == fitted.history_[key]
     np.testing.assert_allclose(loaded.transform(images[:2], frame.iloc[:2], "site0"),
                                fitted.transform(images[:2], frame.iloc[:2], "site0"), atol=1e-5)
 

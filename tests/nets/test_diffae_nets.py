@@ -3,7 +3,7 @@ import torch
 
 from neurodiff.nets.diffae_blocks import ResBlock
 from neurodiff.nets.diffae_unet import CovariateEncoder, DiffAEUNet, SemanticEncoder
-from neurodiff.nets.diffusion_autoencoder import DiffusionAutoencoderNet, latent_sensitivity
+from neurodiff.nets.diffusion_autoencoder import DiffusionAutoencoderNet, latent_sensitivity, prediction_change
 
 TINY = dict(in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, head_channels=8)
 
@@ -90,6 +90,7 @@ def test_covariate_encoder_and_joined_latent():
     x = torch.randn(_shape(2))
     z = net.latent(x, latent_covariates=torch.randn(2, 4))
     assert z.shape == (2, 9)
+    assert (net.semantic_part, net.covariate_part) == (slice(0, 6), slice(6, 9))
     assert net(x, torch.tensor([1, 2]), z).shape == x.shape
     with pytest.raises(ValueError, match="give latent_covariates"):
         net.latent(x)
@@ -113,6 +114,43 @@ def test_latent_sensitivity_is_zero_when_the_latent_is_ignored():
         if isinstance(block, ResBlock):
             torch.nn.init.zeros_(block.latent_proj.weight)
     assert latent_sensitivity(net, x, t, z) == pytest.approx(0.0, abs=1e-7)
+
+
+class _FirstTwoColumns(torch.nn.Module):
+    """A hand-made "decoder": ε = x_t + the sum of latent columns 0 and 1; columns 2 and on are ignored."""
+
+    def forward(self, x_t, t, latent):
+        return x_t + latent[:, :2].sum(1).reshape(-1, *([1] * (x_t.ndim - 1)))
+
+
+def test_latent_sensitivity_of_a_slice_swaps_only_those_columns():
+    torch.manual_seed(0)
+    net = _FirstTwoColumns()
+    x, t, z = torch.randn(_shape(2, n=4)), torch.full((4,), 10), torch.randn(4, 5)
+    before = z.clone()
+    whole = latent_sensitivity(net, x, t, z)
+    eps, eps_swapped = net(x, t, z), net(x, t, z.roll(1, dims=0))  # the documented formula, by hand
+    assert whole == pytest.approx(float((eps - eps_swapped).norm() / eps.norm()), rel=1e-6)
+    assert latent_sensitivity(net, x, t, z, part=slice(None)) == whole  # every column: the whole latent
+    assert latent_sensitivity(net, x, t, z, part=slice(0, 2)) == pytest.approx(whole, rel=1e-6)
+    assert latent_sensitivity(net, x, t, z, part=slice(1, 3)) > 0.1  # column 1 matters
+    assert latent_sensitivity(net, x, t, z, part=slice(2, 5)) == 0.0  # columns the decoder ignores
+    assert latent_sensitivity(net, x, t, z, part=slice(-3, None)) == 0.0
+    assert torch.equal(z, before)  # the latent itself is not modified
+
+
+@pytest.mark.parametrize("part, message", [
+    (slice(5, 8), "selects no column of the 5-column latent"),
+    (slice(2, 2), "selects no column"),
+    (slice(0, 4, 2), r"contiguous slice \(step 1\)"),
+    ([0, 1], "part must be a slice of latent columns"),
+])
+def test_latent_sensitivity_refuses_a_bad_part(part, message):
+    x, t, z = torch.randn(_shape(2, n=3)), torch.full((3,), 10), torch.randn(3, 5)
+    with pytest.raises(ValueError, match=message):
+        latent_sensitivity(_FirstTwoColumns(), x, t, z, part=part)
+    with pytest.raises(ValueError, match=r"changed latent is shaped \(3, 4\), the latent \(3, 5\)"):
+        prediction_change(_FirstTwoColumns(), x, t, z, z[:, :4])
 
 
 def test_unet_runs_with_bf16_weights_and_under_bf16_autocast():

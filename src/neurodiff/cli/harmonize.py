@@ -37,6 +37,9 @@ def fit(
 ) -> None:
     """Train the disentangled diffusion autoencoder on every image of a manifest and save it.
 
+    At the end it prints the final loss and the last latent and site sensitivities (logged every 100
+    steps): near 0 they mean the decoder ignores its latent, or the site, and harmonising changes nothing.
+
     Example:  neurodiff harmonize fit --manifest cohort/manifest.csv --quick --out ddae-model
 
     On several processes (data-parallel; the batch is shared between them):
@@ -57,8 +60,9 @@ def fit(
         model.save(out)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         _fail(error)
-    sensitivity = model.history_["latent_sensitivity"]
-    last = f", latent sensitivity {sensitivity[-1]['value']:.3g}" if sensitivity else ""
+    last = "".join(f", {label} sensitivity {log[-1]['value']:.3g}"
+                   for label, log in (("latent", model.history_["latent_sensitivity"]),
+                                      ("site", model.history_["site_sensitivity"])) if log)
     typer.echo(f"Trained on {len(model.history_['loss'])} steps over sites {', '.join(model.sites)} "
                f"(final loss {model.history_['loss'][-1]:.4f}{last}). Saved to {out}")
 

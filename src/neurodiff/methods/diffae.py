@@ -22,10 +22,11 @@ The verbs' step counts default to None: min(250, T) for the inversion, min(20, T
 the defaults; an explicit count above T is an error.
 
 Training logs, every `sensitivity_every` steps, how much the noise prediction depends on the
-latent (:func:`~neurodiff.nets.diffusion_autoencoder.latent_sensitivity`): the guard against the
-known failure in which the decoder learns to ignore its latent. The log is kept in the trainer's
-checkpointed history (its ``step_log``), so a run resumed from a checkpoint keeps the entries from before
-the interruption.
+latent (:func:`~neurodiff.nets.diffusion_autoencoder.latent_sensitivity`, in
+``history_["latent_sensitivity"]``): the guard against the known failure in which the decoder learns
+to ignore its latent. Models built on this core may log more (DDAE: the sensitivity to the site and to
+z_υ alone). The log is kept in the trainer's checkpointed history (its ``step_log``), so a run resumed
+from a checkpoint keeps the entries from before the interruption.
 """
 
 from __future__ import annotations
@@ -267,8 +268,8 @@ class DiffusionAutoencoder(Estimator):
         )
         result = trainer.fit(net, self._loss, data)
         self.net_, self.history_ = result.model.eval(), result.history
-        self.history_["latent_sensitivity"] = [{"step": entry["step"], "value": entry[SENSITIVITY]}
-                                               for entry in self.history_["step_log"] if SENSITIVITY in entry]
+        for key in self._sensitivity_keys:  # e.g. history_["latent_sensitivity"]: [{"step", "value"}, ...]
+            self.history_[key] = _logged(self.history_["step_log"], key)
         self.is_fitted_ = True
         return self
 
@@ -322,9 +323,18 @@ class DiffusionAutoencoder(Estimator):
             with torch.no_grad():
                 z = net.latent(p["x"], p.get("enc_cov"), p.get("lat_cov"))
                 x_t = self.diffusion_.q_sample(p["x"], t.to(device), noise.to(device))
-                return {SENSITIVITY: latent_sensitivity(net, x_t, t.to(device), z)}
+                return self._sensitivities(net, p, x_t, t.to(device), z)
 
         return log
+
+    #: The keys :meth:`_sensitivities` returns, each kept in ``history_`` and the saved training summary.
+    _sensitivity_keys: tuple[str, ...] = (SENSITIVITY,)
+
+    def _sensitivities(self, net, probe, x_t, t, latent) -> dict[str, float]:
+        """What the `step_log` logs on the probe batch (its tensors `probe`, noisy images `x_t` at
+        timesteps `t`, their `latent`): here the whole-latent sensitivity (extension point: DDAE adds
+        the site's)."""
+        return {SENSITIVITY: latent_sensitivity(net, x_t, t, latent)}
 
     # ------------------------------------------------------------------ the DiffAE verbs
     @torch.no_grad()
@@ -396,7 +406,7 @@ class DiffusionAutoencoder(Estimator):
     def _fitted_statistics(self):
         history = self.history_ or {}
         training = ({"steps": len(history.get("loss", [])), "seconds": history.get("seconds"),
-                     "latent_sensitivity": history.get("latent_sensitivity")}
+                     **{key: history.get(key) for key in self._sensitivity_keys}}
                     if self.history_ is not None
                     # a loaded model saved again (no new training): the summary it was loaded with
                     else getattr(self, "training_summary_", None))
@@ -417,6 +427,11 @@ class DiffusionAutoencoder(Estimator):
         self.net_ = self._build()
         self.history_ = None
         self.training_summary_ = statistics["training"]
+
+
+def _logged(step_log: list[dict[str, float]], key: str) -> list[dict[str, float]]:
+    """The trainer's `step_log` entries that hold `key`, as ``[{"step": s, "value": v}, ...]``."""
+    return [{"step": entry["step"], "value": entry[key]} for entry in step_log if key in entry]
 
 
 def _fit_encoding(frame: pd.DataFrame, columns: Sequence[str]) -> CovariateEncoding | None:

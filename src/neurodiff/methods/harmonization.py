@@ -16,6 +16,17 @@ can measure how well the site is predicted from it, and ``adversarial_weight > 0
 removes it: a site classifier on z_υ trained through a gradient-reversal layer (Ganin & Lempitsky,
 2015), so the encoder is pushed to make the site unpredictable while the head tries to predict it.
 
+Harmonisation works only if the decoder uses the site. Besides DiffAE's whole-latent sensitivity,
+training logs every `sensitivity_every` steps, on the same probe batch and noise:
+
+- ``history_["site_sensitivity"]``: ‖ε(x_t, t, z) − ε(x_t, t, z')‖ / ‖ε(x_t, t, z)‖ with z' the latent
+  recomputed as :meth:`~DisentangledDiffAE.transform` does, each image's site replaced by the next
+  training site (the last by the first), everything else (image, age, sex) kept. 0: the decoder
+  ignores the site, and harmonising would change nothing.
+- ``history_["semantic_sensitivity"]``: the same with only z_υ swapped between the images (z_κ kept).
+
+Both are saved with the model (its training summary) like ``latent_sensitivity``.
+
 >>> model = DisentangledDiffAE.preset("quick").fit("cohort/manifest.csv")
 >>> harmonised = model.transform(images, covariates, target_site="site0")
 """
@@ -34,13 +45,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neurodiff.data.covariates import category_key
+from neurodiff.data.covariates import CovariateEncoding, category_key
 from neurodiff.methods.diffae import PRESETS as DIFFAE_PRESETS
-from neurodiff.methods.diffae import DiffusionAutoencoder
-from neurodiff.nets.diffusion_autoencoder import DiffusionAutoencoderNet
+from neurodiff.methods.diffae import SENSITIVITY, DiffusionAutoencoder
+from neurodiff.nets.diffusion_autoencoder import DiffusionAutoencoderNet, latent_sensitivity, prediction_change
 
 #: DDAE's covariates: what the known-variance encoder sees.
 COVARIATES = ("age", "sex", "site")
+
+#: Keys in ``history_`` (beside ``latent_sensitivity``): the sensitivity to the site, and to z_υ alone.
+SITE_SENSITIVITY = "site_sensitivity"
+SEMANTIC_SENSITIVITY = "semantic_sensitivity"
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {**DIFFAE_PRESETS["paper"], "covariate_latent_dim": 64},
@@ -149,6 +164,17 @@ class DisentangledDiffAE(DiffusionAutoencoder):
     def _extra_training_tensors(self, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
         return {"site": torch.as_tensor(self.latent_encoding_.category_indices(frame, "site"), dtype=torch.long)}
 
+    _sensitivity_keys = (SENSITIVITY, SITE_SENSITIVITY, SEMANTIC_SENSITIVITY)
+
+    def _sensitivities(self, net, probe, x_t, t, latent) -> dict[str, float]:
+        """The whole-latent sensitivity, the site's and z_υ's (see the module docstring)."""
+        values = super()._sensitivities(net, probe, x_t, t, latent)
+        elsewhere = net.latent(probe["x"], next_site(probe.get("enc_cov"), self.encoder_encoding_),
+                               next_site(probe.get("lat_cov"), self.latent_encoding_))
+        values[SITE_SENSITIVITY] = prediction_change(net, x_t, t, latent, elsewhere)
+        values[SEMANTIC_SENSITIVITY] = latent_sensitivity(net, x_t, t, latent, part=net.semantic_part)
+        return values
+
     def _latent_loss(self, net, batch, latent, diffusion_loss):
         if not self.adversarial_weight:
             return diffusion_loss
@@ -176,3 +202,28 @@ class DisentangledDiffAE(DiffusionAutoencoder):
     def _rebuild(self, statistics, arrays):
         self.latent_covariates = tuple(self.covariates)
         super()._rebuild(statistics, arrays)
+
+
+def next_site(covariates: torch.Tensor | None, encoding: CovariateEncoding | None) -> torch.Tensor | None:
+    """Encoded covariates with each row's site replaced by the next site of the encoding (the last by
+    the first), the other columns kept; unchanged when there are none or the encoding has no site.
+
+    Every row changes site (unlike pairing the rows of a batch, which may all come from one site).
+    """
+    if covariates is None or encoding is None or "site" not in encoding.names:
+        return covariates
+    columns = _site_columns(encoding)
+    if covariates.ndim != 2 or covariates.shape[1] != encoding.width:
+        raise ValueError(f"expected encoded covariates shaped (N, {encoding.width}), got {tuple(covariates.shape)}")
+    out = covariates.clone()
+    out[:, columns] = covariates[:, columns].roll(1, dims=1)  # one-hot: category i → i + 1
+    return out
+
+
+def _site_columns(encoding: CovariateEncoding) -> slice:
+    """The columns of the site's one-hot group in `encoding`'s output."""
+    names, columns = [f"site={site}" for site in encoding.categories("site")], encoding.columns
+    start = columns.index(names[0]) if names[0] in columns else None
+    if start is None or columns[start: start + len(names)] != names:
+        raise ValueError(f"the covariate encoding has no one-hot site group (its columns: {encoding.columns})")
+    return slice(start, start + len(names))
