@@ -41,6 +41,11 @@ def test_benchmark_writes_every_method_and_metric(tiny_image_cohort, tmp_path):
     for method in ALL_METHODS:
         assert set(METRIC_NAMES) <= set(doc["methods"][method]), method
     assert "latent_site_accuracy" in doc["methods"]["ddae"]
+    # the label-swap control, for every method: raw ignores the labels it is given, exactly
+    for method in ALL_METHODS:
+        assert {"age_injection", "sex_injection"} <= set(doc["methods"][method]), method
+    assert doc["methods"]["raw"]["age_injection"]["mean"] == 0.0
+    assert "Label-swap control" in (out / "report.html").read_text()
     # raw images are their own travellers' reference only at the target site: a finite, imperfect score
     assert 0 < doc["methods"]["raw"]["ssim"]["mean"] < 1
     assert (out / "report.html").read_text().count("<table>") >= 4

@@ -103,3 +103,39 @@ def test_metric_bars_leave_collapsed_methods_out_per_metric(monkeypatch, tmp_pat
     assert seen["unranked"] == ("raw",)
     assert seen["unranked_per_metric"] == {m: ("template",) for m in COLLAPSE_GAMED}
     assert {"age_mae_transfer", "sex_auroc_transfer"} <= set(seen["metrics"])
+
+
+def test_a_method_that_writes_the_given_labels_is_marked_and_not_ranked_on_the_transfer_probes():
+    """The label-swap control: cvae follows the age it is given (age_injection 0.8) and so beats raw on the
+    transfer age probe; it is marked ‡ and not bold there, and the control's own table ranks nearest 0."""
+    from neurodiff.evaluation.harmonization_benchmark import (
+        INJECTION_THRESHOLD,
+        gamed_per_metric,
+        injecting_methods,
+        report_html,
+    )
+    from neurodiff.demo.summary import HEADLINES, reading
+
+    methods = _methods()
+    methods["cvae"]["age_mae_transfer"] = summarize([8.3, 8.3])
+    injections = {"ddae": (0.10, 0.05), "combat": (0.02, 0.01), "cvae": (0.80, 0.40), "template": (0.5, 0.5),
+                  "raw": (0.0, 0.0)}
+    for method, (age, sex) in injections.items():
+        methods[method]["age_injection"] = summarize([age, age])
+        methods[method]["sex_injection"] = summarize([sex, sex])
+    assert INJECTION_THRESHOLD == 0.25 and injecting_methods(methods) == ("cvae", "template")
+    assert gamed_per_metric(methods)["age_mae_transfer"] == ("template", "cvae")
+    assert gamed_per_metric(methods)["site_accuracy"] == ("template",)  # label writing does not game site removal
+    page = report_html({"data": {"description": "synthetic"}, "config": {"target_site": "site0"}, "seeds": [0, 1],
+                        "methods": methods}, {})
+    assert _bold(page, "Biology kept") == ["ddae"]  # not cvae ‡ (8.3 years, better than raw's 12.8)
+    assert "<th>cvae ‡</th>" in page and "<th>template † ‡</th>" in page
+    assert _bold(page, "Site removal") == ["combat"]
+    assert _bold(page, "Label-swap control") == ["combat"]
+    # the demo's reading: cvae is not the best baseline on the age probe, and ddae, when it writes labels, is flagged
+    text = reading(methods, HEADLINES["harmonize"])
+    assert "cvae 8.300" not in text and "age_mae_transfer</b>: ddae" in text
+    methods["ddae"]["age_injection"] = summarize([0.6, 0.6])
+    text = reading(methods, HEADLINES["harmonize"])
+    assert "<b>age_mae_transfer</b>: ddae writes the age / sex it is given" in text
+    assert "<b>site_accuracy</b>: ddae" in text and "site_accuracy</b>: ddae writes" not in text

@@ -32,9 +32,10 @@ class Budget:
     normative_baseline_steps: int
     expected_seconds: dict[str, float] = field(default_factory=dict, compare=False)
     #: Raised whenever the demo's cohorts or what its stages compute change (2: parkinsonism at 15 %,
-    #: direction-aware survival and transfer-probe headlines), so a folder from an earlier version is
-    #: not resumed with its old cohorts and stage results.
-    revision: int = 2
+    #: direction-aware survival and transfer-probe headlines; 3: the harmonisation label-swap control and
+    #: the GAN's validation selection), so a folder from an earlier version is not resumed with its old
+    #: cohorts and stage results.
+    revision: int = 3
 
     def settings(self) -> dict[str, Any]:
         """What a resumed run must share with the run it resumes (everything but the time estimates)."""

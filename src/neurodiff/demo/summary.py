@@ -32,18 +32,28 @@ class Headline:
     unranked: tuple[str, ...] = ()  # rows that are not methods at all: never bold
     references: dict[str, str] = field(default_factory=dict)  # metric → the metric it is best near
     p_values: tuple[str, ...] = ()
-    # the rows that game the headline's metrics in this result (e.g. harmonisers that collapsed their
-    # images): never bold, never "the best baseline"; the stage's own method is flagged in the reading
-    gamed: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
+    # metric → {row: why} for the rows that game that metric in this result (e.g. harmonisers that
+    # collapsed their images): never bold there, never "the best baseline"; the stage's own method is
+    # flagged in the reading
+    gamed: Callable[[dict[str, Any]], dict[str, dict[str, str]]] | None = None
 
-    def gamed_rows(self, methods: dict[str, Any]) -> tuple[str, ...]:
-        return self.gamed(methods) if self.gamed else ()
+    def gamed_rows(self, methods: dict[str, Any]) -> dict[str, dict[str, str]]:
+        return self.gamed(methods) if self.gamed else {}
 
 
-def _collapsed_harmonisers(methods: dict[str, Any]) -> tuple[str, ...]:
-    from neurodiff.evaluation.harmonization_benchmark import collapsed_methods
+def _gamed_harmonisation(methods: dict[str, Any]) -> dict[str, dict[str, str]]:
+    from neurodiff.evaluation.harmonization_benchmark import (
+        COLLAPSE_THRESHOLD,
+        INJECTION_THRESHOLD,
+        collapsed_methods,
+        gamed_per_metric,
+    )
 
-    return collapsed_methods(methods)
+    collapsed = collapsed_methods(methods)
+    why = {m: (f"collapsed its images (within-site variability below {COLLAPSE_THRESHOLD})" if m in collapsed else
+               f"writes the age / sex it is given into its output (label-swap control above {INJECTION_THRESHOLD})")
+           for rows in gamed_per_metric(methods).values() for m in rows}
+    return {metric: {m: why[m] for m in rows} for metric, rows in gamed_per_metric(methods).items()}
 
 
 HEADLINES = {
@@ -75,7 +85,7 @@ HEADLINES = {
          "umap_ddae.png": "UMAP of DDAE's latents, coloured by site",
          "metrics.png": "every method and metric, mean ± 95 % CI"},
         not_baselines=("ddae_adversarial",), unranked=("raw",), references={"site_accuracy": "site_chance"},
-        gamed=_collapsed_harmonisers,
+        gamed=_gamed_harmonisation,
         note="Every held-out image is mapped to site0. site_accuracy: a classifier's accuracy at telling the site "
              "after harmonisation (best near chance, 1/7: below chance is site information too); ssim/psnr: against the same travelling "
              "subject's real site0 image; age_mae_transfer/sex_auroc_transfer: age and sex probes fitted on the raw images and "
@@ -108,13 +118,15 @@ def reading(methods: dict[str, dict[str, Any]], headline: Headline) -> str:
 
     lines = []
     main = methods.get(headline.method, {})
-    gamed = headline.gamed_rows(methods)
-    if headline.method in gamed:
-        lines.append(f"<li>{html.escape(headline.method)} collapsed its images (within-site variability below "
-                     "0.5): its numbers below are not evidence of harmonisation.</li>")
+    gamed_by_metric = headline.gamed_rows(methods)
     for metric, higher in headline.metrics.items():
         reference = headline.references.get(metric)
         if (higher is None and reference is None) or main.get(metric, {}).get("mean") is None:
+            continue
+        gamed = gamed_by_metric.get(metric, {})
+        if headline.method in gamed:
+            lines.append(f"<li><b>{html.escape(metric)}</b>: {html.escape(headline.method)} "
+                         f"{html.escape(gamed[headline.method])}: its value here is not evidence for it.</li>")
             continue
         contenders = [m for m, v in methods.items() if m == headline.method or (
             m not in headline.not_baselines and m not in headline.unranked and m not in gamed
@@ -201,8 +213,8 @@ def _section(name: str, stage: dict[str, Any], result: dict[str, Any], out: Path
     methods = result["methods"]
     parts = [f"<h2>{html.escape(headline.title)}</h2>", f"<p class=note>{html.escape(headline.note)}</p>",
              methods_table(methods, list(headline.metrics), f"{headline.title}: headline metrics", headline.metrics,
-                           headline.references, unranked=(*headline.unranked, *headline.gamed_rows(methods)),
-                           p_values=headline.p_values),
+                           headline.references, unranked=headline.unranked, p_values=headline.p_values,
+                           unranked_per_metric={m: tuple(rows) for m, rows in headline.gamed_rows(methods).items()}),
              reading(methods, headline)]
     figures = "".join(_figure(f"{name}/{file}", caption, out) for file, caption in headline.figures.items())
     if figures:

@@ -105,10 +105,13 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "ssim": True,
     "psnr": True,
     "mae": False,
+    "age_injection": None,  # the label-swap control (:mod:`neurodiff.evaluation.label_injection`): best near 0
+    "sex_injection": None,
 }
 #: The ideal value of the metrics with ``HIGHER_IS_BETTER[metric] is None``: a number, or the name of
 #: another metric of the same method holding it.
-REFERENCE_VALUES: dict[str, float | str] = {"site_accuracy": "site_chance", "within_site_variability": 1.0}
+REFERENCE_VALUES: dict[str, float | str] = {"site_accuracy": "site_chance", "within_site_variability": 1.0,
+                                            "age_injection": 0.0, "sex_injection": 0.0}
 REQUIRED_COLUMNS = ("age", "sex", "site")
 TRAVELLER_COLUMN = "true_traveller_id"
 SUBJECT_COLUMN = "subject_id"

@@ -20,6 +20,12 @@ given the age and sex can write them into its output. A method whose ``within_si
 below :data:`COLLAPSE_THRESHOLD` (its images collapsed towards a template) is marked and not ranked in
 the site-removal and distribution tables: a template has chance site accuracy and a small Fréchet
 distance without harmonising anything.
+
+The label-swap control (:mod:`~neurodiff.evaluation.label_injection`): every method harmonises the test
+images a second time given age and sex of other images; ``age_injection`` / ``sex_injection`` say how far a
+probe fitted on raw anatomy follows the labels given instead of the images (0: not at all, 1: as far as raw
+anatomy follows the true labels). A method above :data:`INJECTION_THRESHOLD` on either is marked (‡) and not
+ranked on the transfer probes, whose score it partly gets from the labels it was given.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from neurodiff.evaluation.harmonization import (
     site_accuracy,
     traveller_pairs,
 )
+from neurodiff.evaluation.label_injection import INJECTION_THRESHOLD, label_injection, swapped_covariates
 from neurodiff.evaluation.image_quality import psnr, ssim
 from neurodiff.evaluation.seed_jobs import SeedJobs
 from neurodiff.reporting.results import add_seed_metrics
@@ -58,7 +65,7 @@ HIGHER_IS_BETTER = {"site_accuracy": None, "age_mae_transfer": False, "sex_auroc
                     "age_mae": None, "sex_auroc": None, "frechet": False,
                     "within_site_variability": None, "ssim": True, "psnr": True, "mae": False,
                     "latent_site_accuracy": None, "ssim_half_steps": True, "psnr_half_steps": True,
-                    "images_per_second": True}
+                    "images_per_second": True, "age_injection": None, "sex_injection": None}
 REFERENCES = {**REFERENCE_VALUES, "latent_site_accuracy": "site_chance"}
 #: A method whose mean ``within_site_variability`` (within-site spread after / before) is below this has
 #: collapsed its images towards a template: the report marks it (†) and does not rank it on the metrics a
@@ -69,6 +76,9 @@ REFERENCES = {**REFERENCE_VALUES, "latent_site_accuracy": "site_chance"}
 COLLAPSE_THRESHOLD = 0.5
 COLLAPSE_GAMED = ("site_accuracy", "frechet", "age_mae_transfer", "sex_auroc_transfer")
 COLLAPSE_MARK = " †"
+#: The metrics a method that writes the given labels into its output wins without keeping anatomy.
+INJECTION_GAMED = ("age_mae_transfer", "sex_auroc_transfer")
+INJECTION_MARK = " ‡"
 
 
 @dataclass(frozen=True)
@@ -242,8 +252,10 @@ def run_seed(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenchmark
     for method in config.methods:
         log(f"[seed {seed}] {method}: fitting on {len(train)} images, harmonising {len(test)} to {config.target_site}")
         started = time.perf_counter()
+        swapped = swapped_covariates(test_frame, seed)  # the label-swap control: age and sex of other images
         if method == "raw":
             out, fit_seconds = x_test.copy(), 0.0
+            out_swapped = out
         else:
             model = _harmonizer(method, config, seed)
             # DDAE takes a manifest first (images optional), the baselines (images, covariates)
@@ -252,7 +264,11 @@ def run_seed(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenchmark
             started = time.perf_counter()
             out = model.transform(x_test, test_frame, config.target_site)
         apply_seconds = time.perf_counter() - started
+        if method != "raw":
+            out_swapped = model.transform(x_test, swapped, config.target_site)
         values = evaluate_harmonization(x_test, out, test_frame, config.target_site, features=space, seed=seed)
+        values.update(label_injection(space.transform(x_test), space.transform(out), space.transform(out_swapped),
+                                      test_frame, swapped, seed=seed, groups=probe_groups(test_frame)))
         if method.startswith("ddae"):
             values.update(_ddae_extras(model, x_test, test_frame, config, seed, extras, method))
             values["images_per_second"] = len(x_test) / apply_seconds
@@ -364,11 +380,11 @@ def harmonize_figures(document: dict[str, Any], first: dict[str, Any], out_dir) 
         files[name.removesuffix(".png")] = name
 
     metrics = [m for m in ("site_accuracy", "age_mae_transfer", "sex_auroc_transfer", "age_mae", "sex_auroc",
-                           "frechet", "within_site_variability", "ssim", "psnr", "mae")
+                           "age_injection", "sex_injection", "frechet", "within_site_variability", "ssim", "psnr",
+                           "mae")
                if any(m in v for v in document["methods"].values())]
-    collapsed = collapsed_methods(document["methods"])
     draw_or_warn("metrics.png", lambda: save(metric_bars(document, metrics, unranked=("raw",),  # raw: not a method
-                                                         unranked_per_metric={m: collapsed for m in COLLAPSE_GAMED}),
+                                                         unranked_per_metric=gamed_per_metric(document["methods"])),
                                              "metrics.png"))
 
     def umap(method: str, latents: np.ndarray, sites: np.ndarray) -> None:
@@ -390,6 +406,23 @@ def harmonize_figures(document: dict[str, Any], first: dict[str, Any], out_dir) 
     return files
 
 
+def injecting_methods(methods: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The methods (never ``raw``) whose mean ``age_injection`` or ``sex_injection`` is above
+    :data:`INJECTION_THRESHOLD`: they write the labels they are given into their output."""
+    return tuple(m for m, values in methods.items() if m != "raw" and any(
+        (mean := (values.get(k) or {}).get("mean")) is not None and mean > INJECTION_THRESHOLD
+        for k in ("age_injection", "sex_injection")))
+
+
+def gamed_per_metric(methods: dict[str, dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """metric → the methods not ranked on it: collapsed ones (:data:`COLLAPSE_GAMED`) and label-writing ones
+    (:data:`INJECTION_GAMED`)."""
+    collapsed, injecting = collapsed_methods(methods), injecting_methods(methods)
+    return {m: tuple(dict.fromkeys((*(collapsed if m in COLLAPSE_GAMED else ()),
+                                    *(injecting if m in INJECTION_GAMED else ()))))
+            for m in {*COLLAPSE_GAMED, *INJECTION_GAMED}}
+
+
 def collapsed_methods(methods: dict[str, dict[str, Any]]) -> tuple[str, ...]:
     """The methods (never ``raw``) whose mean ``within_site_variability`` is below :data:`COLLAPSE_THRESHOLD`."""
     return tuple(m for m, values in methods.items() if m != "raw"
@@ -407,14 +440,22 @@ def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
     config = document["config"]
     table = partial(methods_table, higher_is_better=HIGHER_IS_BETTER, references=REFERENCES,
                     unranked=("raw",))  # raw: the images unchanged (variability ratio 1), not a method
-    collapsed = collapsed_methods(methods)
-    # the tables of the metrics a template wins: collapsed methods marked (†) and never bold there
-    marked = {f"{m}{COLLAPSE_MARK}" if m in collapsed else m: v for m, v in methods.items()}
-    gamed = partial(methods_table, higher_is_better=HIGHER_IS_BETTER, references=REFERENCES,
-                    unranked=("raw", *(f"{m}{COLLAPSE_MARK}" for m in collapsed)))
+    collapsed, injecting = collapsed_methods(methods), injecting_methods(methods)
+    # every table but the travellers' and the cost: methods marked † (collapsed) / ‡ (writes the labels given)
+    label = {m: m + (COLLAPSE_MARK if m in collapsed else "") + (INJECTION_MARK if m in injecting else "")
+             for m in methods}
+    marked = {label[m]: v for m, v in methods.items()}
+
+    def gamed(metrics: list[str], caption: str, left_out: tuple[str, ...]) -> str:
+        return methods_table(marked, metrics, caption, HIGHER_IS_BETTER, REFERENCES,
+                             unranked=("raw", *(label[m] for m in left_out)))
+
     collapse_note = (f" †: within-site variability below {COLLAPSE_THRESHOLD}, images collapsed towards a "
                      "template (which gets chance site accuracy, a small Fréchet distance and clean age / sex "
                      "probes without harmonising any subject's anatomy): not bolded in this table.")
+    injection_note = (f" ‡: age_injection or sex_injection above {INJECTION_THRESHOLD} (label-swap control): the "
+                      "method writes the age / sex it is given into its output, so the transfer probes partly read "
+                      "those labels: not bolded in this table.")
     parts = [
         "<h1>Harmonisation benchmark (DDAE and baselines)</h1>",
         f"<p class=note>{html.escape(str(document['data'].get('description', '')))}; target site "
@@ -424,17 +465,22 @@ def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
         "all tie; never raw, the unharmonised images).</p>",
         table(methods, ["ssim", "psnr", "mae"], "Travelling subjects: harmonised image vs the same "
               "subject's real target-site image"),
-        gamed(marked, ["site_accuracy", "site_chance", "latent_site_accuracy"],
+        gamed(["site_accuracy", "site_chance", "latent_site_accuracy"],
               "Site removal: cross-validated site classifier on the harmonised images (chance = 1/sites), "
-              "and on DDAE's z_υ." + collapse_note),
-        gamed(marked, ["age_mae_transfer", "sex_auroc_transfer", "age_mae", "sex_auroc"],
+              "and on DDAE's z_υ." + collapse_note, collapsed),
+        gamed(["age_mae_transfer", "sex_auroc_transfer", "age_mae", "sex_auroc"],
               "Biology kept: age and sex probes fitted on the raw images and applied to the harmonised images "
               "(*_transfer, ranked; for raw they equal the within-raw probes), and probes fitted and tested on "
               "the harmonised images (age_mae, sex_auroc; not ranked: a method conditioned on age and sex, like "
               "the cVAE or DDAE's covariate encoder, can write them into its output and win these without "
-              "keeping any anatomy)." + collapse_note),
-        gamed(marked, ["frechet", "within_site_variability"], "Distribution: Fréchet distance to real "
-              "target-site images; within-site variability after / before (1 = kept)." + collapse_note),
+              "keeping any anatomy)." + collapse_note + injection_note, (*collapsed, *injecting)),
+        gamed(["age_injection", "sex_injection"],
+              "Label-swap control: the test images harmonised again given the age and sex of other images; how "
+              "far a probe fitted on raw anatomy follows the labels given instead of the image (0: not at all, "
+              "the ideal; 1: as far as raw anatomy follows the true labels). A method that draws the anatomy "
+              "typical of the labels it is given scores high.", ()),
+        gamed(["frechet", "within_site_variability"], "Distribution: Fréchet distance to real "
+              "target-site images; within-site variability after / before (1 = kept)." + collapse_note, collapsed),
         table(methods, ["images_per_second", "ssim_half_steps", "psnr_half_steps"],
               "DDAE cost: harmonised images per second at the benchmark's size, and traveller quality "
               "with half the inversion and rendering steps"),

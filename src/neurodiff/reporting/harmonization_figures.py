@@ -55,6 +55,8 @@ METRIC_TITLES = {
     "ssim": "travellers: SSIM",
     "psnr": "travellers: PSNR (dB)",
     "mae": "travellers: MAE",
+    "age_injection": "given age written into the output",
+    "sex_injection": "given sex written into the output",
 }
 CAPTIONS = {
     "latent_umap": (
@@ -73,7 +75,8 @@ CAPTIONS = {
         "harmonised images (age_mae, sex_auroc) are not ranked: a method given the age and sex can write them "
         "into its output; the *_transfer probes, fitted on raw images, are. A method whose images collapsed "
         "towards a template (within-site variability below 0.5) is never outlined for site accuracy, Fréchet "
-        "or the transfer probes."
+        "or the transfer probes, nor is one that writes the age / sex it is given into its output (label-swap "
+        "control above 0.25) for the transfer probes. The injection panels are best near 0."
     ),
 }
 

@@ -80,22 +80,25 @@ def ranking_losses(means: Mapping[str, float], higher_is_better: bool | None,
 def methods_table(methods: dict[str, dict[str, Any]], metrics: Sequence[str], caption: str,
                   higher_is_better: dict[str, bool | None] | None = None,
                   references: dict[str, float | str] | None = None, *,
-                  unranked: Collection[str] = (), p_values: Collection[str] = ()) -> str:
+                  unranked: Collection[str] = (), p_values: Collection[str] = (),
+                  unranked_per_metric: Mapping[str, Collection[str]] | None = None) -> str:
     """One HTML table, a row per method that has any of `metrics`; the best means per column in bold.
 
     `higher_is_better` gives each metric's direction. A metric whose direction is None and that has a
     reference (a number, or the name of another metric of the same method holding it, e.g. site
     accuracy → ``"site_chance"``) is best closest to that reference; other metrics are not ranked.
     Ties are all bold, and a column where every ranked method ties has no bold (:func:`best_methods`).
-    Rows in `unranked` (e.g. the unchanged images, or a planted truth) are shown but never bold.
+    Rows in `unranked` (e.g. the unchanged images, or a planted truth) are shown but never bold;
+    `unranked_per_metric` adds, per metric, rows never bold in that column only.
     Metrics in `p_values` are printed with :func:`format_p`.
     """
     rows = [m for m, values in methods.items() if any(k in values for k in metrics)]
     if not rows:
         return ""
     directions, references = higher_is_better or {}, references or {}
+    left_out = unranked_per_metric or {}
     best = {metric: best_methods(metric_losses(methods, rows, metric, directions.get(metric), references.get(metric)),
-                                 unranked) for metric in metrics}
+                                 {*unranked, *left_out.get(metric, ())}) for metric in metrics}
     head = "".join(f"<th>{html.escape(m)}{_marker(directions.get(m), references.get(m))}</th>" for m in metrics)
     body = []
     for method in rows:
