@@ -91,7 +91,7 @@ def test_cli_benchmark_writes_results_and_report(tmp_path, small, monkeypatch):
         assert (out / figure).stat().st_size > 5_000 and f'src="{figure}"' in report
     # the seeds as two worker processes: the same results.json but for the timings (and the parent's environment).
     # Bit for bit with the tests' one torch thread per worker; with more threads than this process has, the last
-    # bits may move (measured: 1.3e-6 relative at most, 2 threads in process vs 1 per worker, 20 epochs)
+    # bits may move (seen by hand, not stored: of the order of 1e-6 relative, 2 threads in process vs 1 per worker)
     monkeypatch.setattr(seed_jobs, "threads_per_job", lambda jobs: 1)
     parallel = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "parallel"), "--jobs", "2"])
     assert parallel.exit_code == 0, parallel.output

@@ -13,10 +13,10 @@ def demo(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again in a folder that holds an earlier demo "
                                    "(only a demo output folder is ever cleared)."),
     smoke: bool = typer.Option(False, "--smoke", help="Tiny cohorts, 1 seed and a few training steps per model: "
-                               "checks that everything runs (about 3 minutes); the numbers mean nothing."),
+                               "checks that everything runs (a few minutes); the numbers mean nothing."),
 ) -> None:
-    """Run the three methods against their baselines on the embedded cohorts (2 seeds, about 14 minutes on a
-    2-core CPU, 20 at most); write DIR/report.html (the summary page, linking to each method's full report) and
+    """Run the three methods against their baselines on the embedded cohorts (2 seeds; 14.6 minutes measured on
+    a 2-core CPU, benchmarks/results/demo); write DIR/report.html (the summary page, linking to each method's full report) and
     DIR/results.json.
 
     Example:  neurodiff demo --out demo-output
