@@ -32,10 +32,10 @@ Generative model (every planted number lives in a constant below; :func:`planted
   ξ_system = 0.6·ξ + 0.8·N(0, 1) per system, ζ ~ N(0, 1) per feature.
 * **Disease effects** (:data:`EFFECTS`; baseline shift in SD of the feature towards atrophy, i.e. larger
   for CSF / lesion features, and extra atrophy rate as a fraction of the normal rate):
-  parkinsonism: SNc and SNr 0.5 SD, +25 %; putamen, pallidum, GPe, GPi 0.2 SD, +20 % (calibrated by hand,
-  not stored, so that the expected SNc change over the follow-up with vs without parkinsonism is close
-  to the paper's real -2.36 vs -1.76 mm³; in one default table, seed 0, its 16 cases give -1.06 vs -1.76:
-  few cases, noisy; parkinsonism cases are also older). dementia: medial temporal system 0.7 SD, +150 %; temporal
+  parkinsonism: SNc and SNr 0.5 SD, +25 %; putamen, pallidum, GPe, GPi 0.2 SD, +20 % (calibrated so that the
+  expected SNc change over the follow-up with vs without parkinsonism is close to the paper's real
+  -2.36 vs -1.76 mm³: -2.41 vs -1.73 over 200 seeds, benchmarks/results/synth_longitudinal_properties;
+  one table has few cases, so its own means are noisy; parkinsonism cases are also older). dementia: medial temporal system 0.7 SD, +150 %; temporal
   cortex 0.3 SD, +80 %; CSF spaces 0.4 SD, +80 %; every other tissue feature 0.1 SD, +30 %.
   stroke: WM hypointensities 0.5 SD, +50 %; CSF spaces 0.2 SD, +30 %; all 0.1 SD, +20 %.
   MS: WM hypointensities 1.5 SD, +50 %; corpus callosum 0.8 SD, +100 %; diencephalon 0.5 SD, +100 %;
