@@ -122,3 +122,26 @@ def test_cli_benchmark_reads_own_subject_and_visit_columns(tmp_path):
     assert "ignoring 3 row(s) whose visit ('session') is neither 1 nor 2 (visit 3)" in result.output
     doc = json.loads((out / "results.json").read_text())
     assert doc["data"]["subjects"] == 60 and doc["data"]["paired"] == 30 and doc["data"]["features"] == 8
+
+
+def test_embedded_cohort_holds_cases_for_the_downstream_task(tmp_path, monkeypatch):
+    """Without --data the benchmark raises parkinsonism and stroke to 15 %: at their defaults (0.3 %, 2 %) a
+    seed's held-out subjects hold no parkinsonism case and the AUROCs and the case study come out empty."""
+    from neurodiff.evaluation import longitudinal_benchmark
+
+    seen = {}
+
+    def capture(arrays, config, **kwargs):
+        seen.update(arrays=arrays, config=config)
+        raise ValueError("stop after the cohort")
+
+    monkeypatch.setattr(longitudinal_benchmark, "run_benchmark", capture)
+    result = CliRunner().invoke(app, ["impute", "benchmark", "--quick", "--out", str(tmp_path / "b")])
+    assert result.exit_code != 0 and "stop after the cohort" in result.output
+    arrays = seen["arrays"]
+    for label in ("parkinsonism", "stroke"):
+        share = arrays.y[arrays.paired, arrays.label_columns.index(label)].mean()
+        assert 0.08 < share < 0.3, (label, share)
+    _, test = split_subjects(arrays, seen["config"].test_fraction, seed=0)
+    assert arrays.y[test, arrays.label_columns.index("parkinsonism")].sum() >= 5
+    assert not (tmp_path / "b").exists()

@@ -183,7 +183,8 @@ def predict(
 @app.command("benchmark")
 def benchmark(
     out: Path = typer.Option(..., "--out", help="Output folder: results.json, runs.json, report.html (absent or empty)."),
-    data: Path = typer.Option(None, "--data", help="Long-format table; default: the embedded synthetic cohort."),
+    data: Path = typer.Option(None, "--data", help="Long-format table; default: the embedded synthetic cohort "
+                              "(parkinsonism and stroke raised to 15 % so that held-out subjects hold cases)."),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (splits, initialisations)."),
     quick: bool = typer.Option(False, "--quick", help="Short training (CPU minutes per method and seed) and the --quick cohort."),
     labels: str = typer.Option(None, "--labels", help="Conditioning labels (default for the embedded cohort: all 14)."),
@@ -239,11 +240,19 @@ def benchmark(
         parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,
                                           slurm_mem)
         if data is None:
-            from neurodiff.data.synthetic_longitudinal import LABEL_COLUMNS, LongitudinalConfig, generate_longitudinal
+            from neurodiff.data.synthetic_longitudinal import (
+                EVALUATION_PREVALENCE,
+                LABEL_COLUMNS,
+                LongitudinalConfig,
+                generate_longitudinal,
+            )
 
-            table_config = LongitudinalConfig.quick() if quick else LongitudinalConfig.paper()
+            preset = LongitudinalConfig.quick if quick else LongitudinalConfig.paper
+            table_config = preset(prevalence=EVALUATION_PREVALENCE)  # cases for the downstream task and case study
+            raised = ", ".join(f"{k} {v:.0%}" for k, v in EVALUATION_PREVALENCE.items())
             typer.echo(f"No --data: generating the embedded cohort ({table_config.n_subjects:,} subjects, "
-                       f"{table_config.n_paired:,} paired, {table_config.n_features} features)")
+                       f"{table_config.n_paired:,} paired, {table_config.n_features} features; {raised} so that "
+                       "the held-out subjects hold cases)")
             table, source = generate_longitudinal(table_config), "embedded synthetic cohort"
             labels = labels or ",".join(LABEL_COLUMNS)
             exclude = exclude or "years_since_first"
@@ -251,7 +260,7 @@ def benchmark(
             case_features, case_label = case_features or "_snc", case_label or "parkinsonism"
             description = (f"embedded synthetic cohort (neurodiff synth longitudinal{' --quick' if quick else ''}): "
                            f"{table_config.n_subjects} subjects, {table_config.n_paired} paired, "
-                           f"{table_config.n_features} features")
+                           f"{table_config.n_features} features, prevalence {raised}")
         else:
             table, source, description = read_table(data, subject=subject), str(data), f"table {data}"
         if not labels:

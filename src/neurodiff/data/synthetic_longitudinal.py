@@ -99,6 +99,10 @@ DEFAULT_PREVALENCE = {
     "epilepsy": 0.008, "migraine": 0.05, "sleep_disorder": 0.04, "other_movement_disorder": 0.01,
     "died": 0.025,
 }
+#: The prevalences the imputation benchmark's embedded cohort (`neurodiff impute benchmark` without
+#: --data) raises for its downstream task and case study: at the defaults its 120 held-out subjects
+#: (--quick) hold no parkinsonism case and 2–3 strokes, and the AUROCs and the case study are empty or noise.
+EVALUATION_PREVALENCE = {"parkinsonism": 0.15, "stroke": 0.15}
 # log-odds per unit: age per 7.5 years from 63.5, sex = male, townsend per index point, PGS per SD;
 # brain_reserve (g) and atrophy_rate (ξ) are latent per-subject traits (not in the table).
 RISK_MODEL = {
