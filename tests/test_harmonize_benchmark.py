@@ -167,3 +167,30 @@ def test_config_check_refuses_a_seed_whose_split_leaves_a_site_without_training_
     only_travellers = _small_site_frame(small=0)
     with pytest.raises(ValueError, match=r"site2: 0 control subject"):
         HarmonizeBenchmarkConfig(seeds=(0,)).check(only_travellers)
+
+
+def test_every_method_is_given_the_swapped_labels_for_the_label_swap_control(tiny_image_cohort, monkeypatch):
+    """run_seed harmonises the test images twice: with their own age and sex, then with the permuted ones of
+    swapped_covariates; the control's values come from the second output."""
+    from neurodiff.baselines.combat import ComBat
+    from neurodiff.evaluation.harmonization_benchmark import run_seed
+    from neurodiff.evaluation.label_injection import swapped_covariates
+
+    _, frame, images = tiny_image_cohort
+    given = []
+    transform = ComBat.transform
+
+    def spy(self, x, covariates, target_site):
+        given.append(covariates[["age", "sex"]].copy())
+        return transform(self, x, covariates, target_site)
+
+    monkeypatch.setattr(ComBat, "transform", spy)
+    config = HarmonizeBenchmarkConfig(seeds=(0,), methods=("combat", "raw"), target_site="site0", progress=False)
+    result = run_seed(frame, images, config, 0, log=lambda _: None)
+    test_frame = result["test_frame"]
+    swapped = swapped_covariates(test_frame, 0)
+    assert len(given) == 2
+    pd.testing.assert_frame_equal(given[0], test_frame[["age", "sex"]])
+    pd.testing.assert_frame_equal(given[1], swapped[["age", "sex"]])
+    assert not given[1]["age"].equals(given[0]["age"])
+    assert {"age_injection", "sex_injection"} <= set(result["metrics"]["combat"])

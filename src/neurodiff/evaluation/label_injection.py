@@ -19,9 +19,10 @@ anatomy follows the labels given instead of the images.
 Probes are the transfer probes' (ridge for age, logistic regression for sex, fitted on the raw images
 of the training folds, same folds and scaling), applied to both harmonised versions of the held-out fold.
 Values well above 0 mean a transfer probe's score is partly the given labels, not kept anatomy
-(:data:`INJECTION_THRESHOLD`, the benchmark's rule). 0 when the probe's predictions do not change at all
-with the labels given; otherwise NaN when the raw probe reads nothing (slope or separation ≤ 0, e.g.
-with very few images) or no label changed.
+(:data:`INJECTION_THRESHOLD`, the benchmark's rule). NaN when the swap changed no label (no age, or no
+sex); else 0 when the probe's predictions do not change at all with the labels given (raw, or a method
+that does not read them); else NaN when the raw probe reads nothing (slope or separation ≤ 0, e.g. with
+very few images).
 
 >>> swapped = swapped_covariates(covariates, seed=0)
 >>> out, out_swapped = model.transform(x, covariates, "site0"), model.transform(x, swapped, "site0")
@@ -107,23 +108,41 @@ def label_injection(raw_features: Any, harmonised_features: Any, swapped_feature
 
 
 def _cross_fitted(raw, h, s, age, male, folds, seed, groups) -> dict[str, np.ndarray]:
-    """Held-out predictions of the raw-fitted probes on (raw, harmonised, swapped): age (3, N), P(M) (3, N)."""
+    """Held-out predictions of the raw-fitted probes on (raw, harmonised, swapped): age (3, N), P(M) (3, N).
+
+    The folds are the transfer probes': K-fold for age, stratified K-fold for sex (both grouped). A sex
+    with fewer than 2 subjects leaves the sex predictions NaN.
+    """
     from sklearn.linear_model import RidgeCV
 
-    out = {"age": np.full((3, len(raw)), np.nan), "sex": np.full((3, len(raw)), np.nan)}
     group_ids = _groups(groups, len(raw))
-    with _one_blas_thread():
-        for train, test in _folds(age, group_ids, folds, seed, stratify=False):
-            versions = [_scaled(raw, train, other)[1][test] for other in (raw, h, s)]
+
+    def held_out(y, stratify, fit_predict) -> np.ndarray:
+        out = np.full((3, len(raw)), np.nan)
+        try:
+            splits = _folds(y, group_ids, folds, seed, stratify=stratify)
+        except ValueError:  # too few subjects of one class for stratified folds
+            return out
+        for train, test in splits:
             fitted = _scaled(raw, train)[0][train]
-            ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(fitted, age[train])
-            for k, x in enumerate(versions):
-                out["age"][k, test] = ridge.predict(x)
-            if len(np.unique(male[train])) == 2:
-                logistic = _logistic().fit(fitted, male[train])
-                for k, x in enumerate(versions):
-                    out["sex"][k, test] = logistic.predict_proba(x)[:, 1]
-    return out
+            versions = [_scaled(raw, train, other)[1][test] for other in (raw, h, s)]
+            predicted = fit_predict(fitted, y[train], versions)
+            if predicted is not None:
+                out[:, test] = predicted
+        return out
+
+    def ridge(x, y, versions):
+        model = RidgeCV(alphas=RIDGE_ALPHAS).fit(x, y)
+        return [model.predict(v) for v in versions]
+
+    def logistic(x, y, versions):
+        if len(np.unique(y)) < 2:
+            return None
+        model = _logistic().fit(x, y)
+        return [model.predict_proba(v)[:, 1] for v in versions]
+
+    with _one_blas_thread():
+        return {"age": held_out(age, False, ridge), "sex": held_out(male.astype(int), True, logistic)}
 
 
 def _age_injection(predicted: np.ndarray, age: np.ndarray, age_given: np.ndarray) -> float:

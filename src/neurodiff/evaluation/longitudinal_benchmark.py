@@ -140,7 +140,8 @@ def _generator_for(method: str, config: ImputeBenchmarkConfig, seed: int, p: _Pr
         model.fit(p.x2[fit_rows], cond[fit_rows], validation=(cond[val], p.x2[val]))
         h = model.history_
         info = {"seconds": h["seconds"], "epochs": len(h["validation"]), "best_epoch": h["best_epoch"],
-                "best_validation_pearson": h["best_score"], "validation": h["validation"]}
+                "best_validation_pearson": h["best_score"],
+                "validation": [{"epoch": epoch, "score": score} for epoch, score in enumerate(h["validation"])]}
         return (lambda x1, y: model.predict(np.hstack([y, x1]), seed=seed + 1)), info
     keep = [j for j, name in enumerate(p.train_data.label_columns) if name != exclude_label]
     model = SecondGram.preset(
