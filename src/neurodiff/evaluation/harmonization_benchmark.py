@@ -249,10 +249,11 @@ def run_seed(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenchmark
     metrics: dict[str, dict[str, float]] = {}
     harmonised: dict[str, np.ndarray] = {}
     extras: dict[str, Any] = {"latents": {}, "training": {}}
+    swapped = swapped_covariates(test_frame, seed)  # the label-swap control: age and sex of other images
+    groups = probe_groups(test_frame)
     for method in config.methods:
         log(f"[seed {seed}] {method}: fitting on {len(train)} images, harmonising {len(test)} to {config.target_site}")
         started = time.perf_counter()
-        swapped = swapped_covariates(test_frame, seed)  # the label-swap control: age and sex of other images
         if method == "raw":
             out, fit_seconds = x_test.copy(), 0.0
             out_swapped = out
@@ -268,7 +269,7 @@ def run_seed(frame: pd.DataFrame, images: np.ndarray, config: HarmonizeBenchmark
             out_swapped = model.transform(x_test, swapped, config.target_site)
         values = evaluate_harmonization(x_test, out, test_frame, config.target_site, features=space, seed=seed)
         values.update(label_injection(space.transform(x_test), space.transform(out), space.transform(out_swapped),
-                                      test_frame, swapped, seed=seed, groups=probe_groups(test_frame)))
+                                      test_frame, swapped, seed=seed, groups=groups))
         if method.startswith("ddae"):
             values.update(_ddae_extras(model, x_test, test_frame, config, seed, extras, method))
             values["images_per_second"] = len(x_test) / apply_seconds
