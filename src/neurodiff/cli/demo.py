@@ -15,7 +15,7 @@ def demo(
     smoke: bool = typer.Option(False, "--smoke", help="Tiny cohorts, 1 seed and a few training steps per model: "
                                "checks that everything runs (a few minutes); the numbers mean nothing."),
 ) -> None:
-    """Run the three methods against their baselines on the embedded cohorts (2 seeds; 14.6 minutes measured on
+    """Run the three methods against their baselines on the embedded cohorts (2 seeds; 13 minutes measured on
     a 2-core CPU, benchmarks/results/demo); write DIR/report.html (the summary page, linking to each method's full report) and
     DIR/results.json.
 
