@@ -49,11 +49,11 @@ def _gamed_harmonisation(methods: dict[str, Any]) -> dict[str, dict[str, str]]:
         gamed_per_metric,
     )
 
-    collapsed = collapsed_methods(methods)
+    collapsed, gamed = collapsed_methods(methods), gamed_per_metric(methods)
     why = {m: (f"collapsed its images (within-site variability below {COLLAPSE_THRESHOLD})" if m in collapsed else
                f"writes the age / sex it is given into its output (label-swap control above {INJECTION_THRESHOLD})")
-           for rows in gamed_per_metric(methods).values() for m in rows}
-    return {metric: {m: why[m] for m in rows} for metric, rows in gamed_per_metric(methods).items()}
+           for rows in gamed.values() for m in rows}
+    return {metric: {m: why[m] for m in rows} for metric, rows in gamed.items()}
 
 
 HEADLINES = {
