@@ -13,6 +13,7 @@ from neurodiff.evaluation.harmonization_benchmark import (
     default_target_site,
     split_cohort,
 )
+from neurodiff.evaluation.label_injection import METRIC_NAMES as INJECTION_METRICS
 
 runner = CliRunner()
 
@@ -43,8 +44,9 @@ def test_benchmark_writes_every_method_and_metric(tiny_image_cohort, tmp_path):
     assert "latent_site_accuracy" in doc["methods"]["ddae"]
     # the label-swap control, for every method: raw ignores the labels it is given, exactly
     for method in ALL_METHODS:
-        assert {"age_injection", "sex_injection"} <= set(doc["methods"][method]), method
+        assert set(INJECTION_METRICS) <= set(doc["methods"][method]), method
     assert doc["methods"]["raw"]["age_injection"]["mean"] == 0.0
+    assert doc["methods"]["raw"]["age_injection_years"]["mean"] == 0.0
     assert "Label-swap control" in (out / "report.html").read_text()
     # raw images are their own travellers' reference only at the target site: a finite, imperfect score
     assert 0 < doc["methods"]["raw"]["ssim"]["mean"] < 1
@@ -193,4 +195,4 @@ def test_every_method_is_given_the_swapped_labels_for_the_label_swap_control(tin
     pd.testing.assert_frame_equal(given[0], test_frame[["age", "sex"]])
     pd.testing.assert_frame_equal(given[1], swapped[["age", "sex"]])
     assert not given[1]["age"].equals(given[0]["age"])
-    assert {"age_injection", "sex_injection"} <= set(result["metrics"]["combat"])
+    assert set(INJECTION_METRICS) <= set(result["metrics"]["combat"])

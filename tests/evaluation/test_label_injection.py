@@ -50,7 +50,8 @@ def test_an_output_that_ignores_the_labels_has_zero_injection_even_when_it_chang
     raw = labelled(frame) + noise
     moved = raw * 0.7 + 0.3  # a site shift: the same whichever labels are given
     values = label_injection(raw, moved, moved.copy(), frame, swapped)
-    assert values == {"age_injection": 0.0, "sex_injection": 0.0}
+    assert values == {"age_injection": 0.0, "sex_injection": 0.0, "age_injection_years": 0.0,
+                      "sex_injection_probability": 0.0}
 
 
 def test_injection_checks_its_inputs():
@@ -60,3 +61,29 @@ def test_injection_checks_its_inputs():
         label_injection(raw, raw, raw[:, :5], frame, swapped_covariates(frame))
     with pytest.raises(ValueError, match="rows"):
         label_injection(raw, raw, raw, frame.iloc[:10], swapped_covariates(frame))
+
+
+def test_with_a_probe_that_reads_nothing_the_unnormalised_forms_stay_finite_and_small():
+    """Raw features without any age or sex in them: the normalised age value is NaN and the normalised sex
+    value is noise divided by a separation near 0 (amplified far above 1). The unnormalised forms stay
+    finite and small: a probe that reads no age or sex also sees none written into the output."""
+    frame, labelled, noise = _cohort()
+    swapped = swapped_covariates(frame, seed=1)
+    follows = noise + labelled(swapped) - labelled(frame)  # an output that draws the given labels' anatomy
+    values = label_injection(noise, noise, follows, frame, swapped, seed=0)
+    assert np.isnan(values["age_injection"]) and values["sex_injection"] > 1
+    assert 0 < abs(values["age_injection_years"]) < 0.05 and 0 < abs(values["sex_injection_probability"]) < 0.1
+    ignores = label_injection(noise, noise * 0.5, noise * 0.5, frame, swapped)
+    assert ignores["age_injection_years"] == 0.0 and ignores["sex_injection_probability"] == 0.0
+
+
+@pytest.mark.parametrize("fraction", [0.5, 1.0])
+def test_the_unnormalised_forms_are_the_normalised_ones_times_the_raw_scale(fraction):
+    frame, labelled, noise = _cohort()
+    swapped = swapped_covariates(frame, seed=1)
+    raw = labelled(frame) + noise
+    given = raw + fraction * (labelled(swapped) - labelled(frame))
+    values = label_injection(raw, raw.copy(), given, frame, swapped, seed=0)
+    # a strong raw age probe reads close to one year per year: the years form is near the normalised one
+    assert values["age_injection_years"] == pytest.approx(values["age_injection"], rel=0.35)
+    assert 0 < values["sex_injection_probability"] < values["sex_injection"]  # P(M) separation is below 1

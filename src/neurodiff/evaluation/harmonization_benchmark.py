@@ -65,7 +65,8 @@ HIGHER_IS_BETTER = {"site_accuracy": None, "age_mae_transfer": False, "sex_auroc
                     "age_mae": None, "sex_auroc": None, "frechet": False,
                     "within_site_variability": None, "ssim": True, "psnr": True, "mae": False,
                     "latent_site_accuracy": None, "ssim_half_steps": True, "psnr_half_steps": True,
-                    "images_per_second": True, "age_injection": None, "sex_injection": None}
+                    "images_per_second": True, "age_injection": None, "sex_injection": None,
+                    "age_injection_years": None, "sex_injection_probability": None}  # shown, not ranked
 REFERENCES = {**REFERENCE_VALUES, "latent_site_accuracy": "site_chance"}
 #: A method whose mean ``within_site_variability`` (within-site spread after / before) is below this has
 #: collapsed its images towards a template: the report marks it (†) and does not rank it on the metrics a
@@ -477,11 +478,13 @@ def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
               "the harmonised images (age_mae, sex_auroc; not ranked: a method conditioned on age and sex, like "
               "the cVAE or DDAE's covariate encoder, can write them into its output and win these without "
               "keeping any anatomy)." + collapse_note + injection_note),
-        gamed(["age_injection", "sex_injection"],
+        gamed(["age_injection", "sex_injection", "age_injection_years", "sex_injection_probability"],
               "Label-swap control: the test images harmonised again given the age and sex of other images; how "
               "far a probe fitted on raw anatomy follows the labels given instead of the image (0: not at all, "
               "the ideal; 1: as far as raw anatomy follows the true labels). A method that draws the anatomy "
-              "typical of the labels it is given scores high."),
+              "typical of the labels it is given scores high. Unnormalised forms, not ranked: years of predicted "
+              "age per year of age given, and change of P(male) towards the sex given; defined where the "
+              "normalised ones are NaN (the raw probe reads nothing), but no more sensitive than the probe."),
         gamed(["frechet", "within_site_variability"], "Distribution: Fréchet distance to real "
               "target-site images; within-site variability after / before (1 = kept)." + collapse_note),
         table(methods, ["images_per_second", "ssim_half_steps", "psnr_half_steps"],

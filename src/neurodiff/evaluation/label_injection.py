@@ -16,6 +16,14 @@ anatomy follows the labels given instead of the images.
   the direction of the change (+ for F→M, − for M→F), divided by the probe's separation on raw images
   (mean P(M) of the men minus that of the women). Same scale.
 
+Both are normalised by how well the raw probe reads the true label, which on a small test set can read
+almost nothing (then NaN). Their unnormalised forms are defined whenever the swap changed a label and
+the probe could be fitted: ``age_injection_years``, the same slope in years of predicted age per year of age given, and
+``sex_injection_probability``, the same mean change of P(M). 0 for an output that ignores the labels;
+no threshold applies to them (they have no scale to compare with). They avoid dividing by a scale near 0,
+which amplifies noise, but they are no more sensitive than the probe: a probe that reads no age on raw
+images sees none written into the output either (both forms near 0 or NaN then).
+
 Probes are the transfer probes' (ridge for age, logistic regression for sex, fitted on the raw images
 of the training folds, same folds and scaling), applied to both harmonised versions of the held-out fold.
 Values well above 0 mean a transfer probe's score is partly the given labels, not kept anatomy
@@ -47,7 +55,7 @@ from neurodiff.evaluation.harmonization import (
     _scaled,
 )
 
-METRIC_NAMES = ("age_injection", "sex_injection")
+METRIC_NAMES = ("age_injection", "sex_injection", "age_injection_years", "sex_injection_probability")
 #: A harmoniser with ``age_injection`` or ``sex_injection`` above this writes a good part of the labels it
 #: is given into its output: the benchmark marks it (‡) and does not rank it on the transfer probes. A
 #: judgement, not a statistic: at 0.25 the output follows the given label a quarter as strongly as raw
@@ -74,7 +82,8 @@ def swapped_covariates(covariates: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 def label_injection(raw_features: Any, harmonised_features: Any, swapped_features: Any,
                     covariates: pd.DataFrame, swapped: pd.DataFrame, *, folds: int = 5, seed: int = 0,
                     groups: Any = None) -> dict[str, float]:
-    """``{"age_injection", "sex_injection"}`` (see the module docstring).
+    """``age_injection``, ``sex_injection`` and their unnormalised forms ``age_injection_years``,
+    ``sex_injection_probability`` (see the module docstring).
 
     Parameters
     ----------
@@ -103,8 +112,18 @@ def label_injection(raw_features: Any, harmonised_features: Any, swapped_feature
     male = covariates["sex"].astype(str).eq("M").to_numpy()
     male_given = swapped["sex"].astype(str).eq("M").to_numpy()
     predicted = _cross_fitted(raw, h, s, age, male, folds, seed, groups)
-    return {"age_injection": _age_injection(predicted["age"], age, age_given),
-            "sex_injection": _sex_injection(predicted["sex"], male, male_given)}
+    age_years, age_scale = _age_injection(predicted["age"], age, age_given)
+    sex_probability, sex_scale = _sex_injection(predicted["sex"], male, male_given)
+    return {"age_injection": _normalised(age_years, age_scale), "sex_injection": _normalised(sex_probability, sex_scale),
+            "age_injection_years": age_years, "sex_injection_probability": sex_probability}
+
+
+def _normalised(value: float, scale: float) -> float:
+    """`value` over the raw probe's `scale`: 0 stays 0 (the output ignores the labels, whatever the probe
+    reads); NaN when the probe reads nothing (scale NaN or ≤ 0)."""
+    if value == 0.0 or math.isnan(value):
+        return value
+    return value / scale if scale > 0 else math.nan
 
 
 def _cross_fitted(raw, h, s, age, male, folds, seed, groups) -> dict[str, np.ndarray]:
@@ -145,32 +164,29 @@ def _cross_fitted(raw, h, s, age, male, folds, seed, groups) -> dict[str, np.nda
         return {"age": held_out(age, False, ridge), "sex": held_out(male.astype(int), True, logistic)}
 
 
-def _age_injection(predicted: np.ndarray, age: np.ndarray, age_given: np.ndarray) -> float:
+def _age_injection(predicted: np.ndarray, age: np.ndarray, age_given: np.ndarray) -> tuple[float, float]:
+    """(years of predicted age per year of age given, the raw probe's slope on the true age)."""
     raw, harmonised, swapped = predicted
     shift = age_given - age
     centred = age - age.mean()
     raw_slope = float((raw - raw.mean()) @ centred / (centred @ centred)) if centred.any() else math.nan
     if not shift.any():
-        return math.nan
+        return math.nan, raw_slope
     if np.array_equal(swapped, harmonised):  # the output ignores the labels given, whatever the probe reads
-        return 0.0
-    if not raw_slope > 0:
-        return math.nan
-    return float((swapped - harmonised) @ shift / (shift @ shift)) / raw_slope
+        return 0.0, raw_slope
+    return float((swapped - harmonised) @ shift / (shift @ shift)), raw_slope
 
 
-def _sex_injection(predicted: np.ndarray, male: np.ndarray, male_given: np.ndarray) -> float:
+def _sex_injection(predicted: np.ndarray, male: np.ndarray, male_given: np.ndarray) -> tuple[float, float]:
+    """(mean change of P(M) towards the sex given, the raw probe's male − female separation)."""
     raw, harmonised, swapped = predicted
     changed = (male != male_given) & np.isfinite(harmonised) & np.isfinite(swapped)
     usable = np.isfinite(raw)
+    separation = (float(raw[usable & male].mean() - raw[usable & ~male].mean())
+                  if (usable & male).any() and (usable & ~male).any() else math.nan)
     if not changed.any():
-        return math.nan
+        return math.nan, separation
     if np.array_equal(swapped[changed], harmonised[changed]):  # the output ignores the labels given
-        return 0.0
-    if not (usable & male).any() or not (usable & ~male).any():
-        return math.nan
-    separation = float(raw[usable & male].mean() - raw[usable & ~male].mean())
-    if not separation > 0:
-        return math.nan
+        return 0.0, separation
     direction = np.where(male_given, 1.0, -1.0)
-    return float((direction * (swapped - harmonised))[changed].mean()) / separation
+    return float((direction * (swapped - harmonised))[changed].mean()), separation
