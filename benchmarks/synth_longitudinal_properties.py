@@ -33,7 +33,6 @@ from sklearn.preprocessing import StandardScaler
 
 from neurodiff import __version__
 from neurodiff.atomic import write_json
-from neurodiff.data import synthetic_longitudinal as sl
 from neurodiff.data.synthetic_longitudinal import (
     LABEL_COLUMNS,
     LongitudinalConfig,
@@ -42,6 +41,7 @@ from neurodiff.data.synthetic_longitudinal import (
     generate_longitudinal,
     hemisphere_pairs,
 )
+from neurodiff.data.synthetic_longitudinal_expectation import expected_change
 
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)  # as neurodiff.baselines.RidgeImputation
 AUROC_LABELS = ("parkinsonism", "stroke", "dementia", "multiple_sclerosis", "epilepsy", "sleep_disorder")
@@ -49,6 +49,7 @@ PREVALENCE_LABELS = ("stroke", "parkinsonism", "dementia", "multiple_sclerosis",
                      "sleep_disorder", "other_movement_disorder", "died")
 STRUCTURES = {"hippocampus": "hippocampus", "lateral_ventricle": "lateral_ventricle",
               "wm_hypointensities": "wm_hypointensities", "snc": "snc"}
+SNC_COLUMNS = ("vol_lh_snc", "vol_rh_snc")  # feature_groups(...)["snc"], the case-study group
 
 
 def rnd(x: float) -> float | None:
@@ -193,46 +194,17 @@ def snc_change(frame: pd.DataFrame) -> dict:
 
 
 def snc_expected(base: LongitudinalConfig, seeds: int, replicates: int, controls: int) -> dict:
-    """Expected snc change with vs without parkinsonism over draws of the table: Monte Carlo with the
-    generator's own (private) steps. For each of `seeds` seeds, the subjects and who returns are drawn
-    exactly as in the table; the features of the paired cases are then drawn `replicates` times and those
-    of `controls` random paired non-cases once (a subject's features depend only on its own draws).
-    The cases are drawn a second time with the same random numbers but without parkinsonism's extra
-    atrophy rate, which splits their excess change into the rate and the rest (age, baseline volume)."""
-    m = sl._model()
-    no_rate = dataclasses.replace(m, extra_rate=m.extra_rate.copy())
-    no_rate.extra_rate[sl.DIAGNOSIS_COLUMNS.index("parkinsonism")] = 0.0
-    names = list(sl._catalogue()["name"])
-    cols = [names.index("vol_lh_snc"), names.index("vol_rh_snc")]
-    rng = np.random.default_rng(12345)
-    keys = ("with", "with_no_extra_rate", "without")
-    change, baseline, ages = ({k: [] for k in keys} for _ in range(3))
-
-    def draw(key: str, model, chunk: np.ndarray, stream: int) -> None:
-        x1, x2 = sl._simulate_chunk(np.random.default_rng(stream), s, chunk, paired, model, 0.0)
-        change[key].append((x2[:, cols] - x1[:, cols]).mean(axis=1))
-        baseline[key].append(x1[:, cols].mean(axis=1))
-        ages[key].append(s["age"][chunk])
-
-    for seed in range(seeds):
-        s, paired = sl._subjects_and_pairs(dataclasses.replace(base, seed=seed))
-        cases = np.tile(np.flatnonzero(paired & (s["parkinsonism"] == 1)), replicates)
-        others = np.flatnonzero(paired & (s["parkinsonism"] == 0))
-        others = rng.choice(others, min(controls, len(others)), replace=False)
-        for start in range(0, len(cases), 2048):
-            stream = int(rng.integers(2**63))
-            draw("with", m, cases[start:start + 2048], stream)
-            draw("with_no_extra_rate", no_rate, cases[start:start + 2048], stream)
-        for start in range(0, len(others), 2048):
-            draw("without", m, others[start:start + 2048], int(rng.integers(2**63)))
-    out = {"seeds": seeds, "replicates_per_case": replicates, "controls_per_seed": controls}
-    for key in keys:
-        c = np.concatenate(change[key])
-        n = len(c) / (1 if key == "without" else replicates)  # conservative: a case's replicates count once
-        out[key] = {"draws": len(c), "mean_change_mm3": rnd(c.mean()), "se": rnd(c.std() / np.sqrt(n)),
-                    "age_visit1": rnd(np.concatenate(ages[key]).mean()),
-                    "snc_visit1_mm3": rnd(np.concatenate(baseline[key]).mean())}
-    out["cases_per_table"] = rnd(out["with"]["draws"] / replicates / seeds)
+    """Expected snc change with vs without parkinsonism over draws of the table (Monte Carlo):
+    neurodiff.data.synthetic_longitudinal_expectation.expected_change, rounded, with the visit-1 group
+    mean under its results.json name "snc_visit1_mm3"."""
+    out = expected_change(base, SNC_COLUMNS, "parkinsonism",
+                          seeds=seeds, replicates=replicates, controls=controls)
+    for key in ("with", "with_no_extra_rate", "without"):
+        group = out[key]
+        out[key] = {"draws": group["draws"], "mean_change_mm3": rnd(group["mean_change_mm3"]),
+                    "se": rnd(group["se"]), "age_visit1": rnd(group["age_visit1"]),
+                    "snc_visit1_mm3": rnd(group["group_visit1"])}
+    out["cases_per_table"] = rnd(out["cases_per_table"])
     return out
 
 

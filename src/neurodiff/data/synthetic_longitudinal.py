@@ -55,6 +55,10 @@ Generative model (every planted number lives in a constant below; :func:`planted
 Determinism: a seed gives the same table on a given installation (NumPy does not promise the same
 streams across its versions); a table with fewer features is exactly a column subset of the
 769-feature table drawn with the same seed and sizes.
+
+:mod:`neurodiff.data.synthetic_longitudinal_expectation` (the expected change of a feature group with vs
+without a diagnosis, by Monte Carlo) repeats this module's private steps (``_model``,
+``_subjects_and_pairs``, ``_simulate_chunk``); change them together, its test guards it.
 """
 
 from __future__ import annotations
