@@ -216,3 +216,15 @@ def test_fixed_thresholds_from_the_command_line(tmp_path):
                                      str(tmp_path / "bad"), "--epochs", "1", "--thresholds", value, "--variant", variant])
         assert result.exit_code == 2 and message in result.output, result.output
         assert not (tmp_path / "bad").exists()
+
+
+def test_fit_says_when_most_updates_were_skipped(tmp_path):
+    """A fit that barely trained (every update skipped) still saves its model but says so, naming the
+    variants that train."""
+    table = tmp_path / "table.csv"
+    cohort(n=60, paired=30).to_csv(table, index=False)
+    result = runner.invoke(app, ["impute", "fit", "--data", str(table), "--labels", "age,disease", "--out",
+                                 str(tmp_path / "model"), "--epochs", "2", "--thresholds", "0.000001,0.000002"])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "(100%) were skipped" in result.output
+    assert "secondgram_warmup_calibration" in result.output and (tmp_path / "model" / "config.json").is_file()

@@ -130,3 +130,18 @@ def test_complete_keeps_the_tables_dtypes(fitted):
     everyone_paired = fitted.complete(cohort(n=20, paired=20))  # nothing to generate: the table unchanged
     assert (everyone_paired.dtypes.drop("generated") == cohort(n=20, paired=20).dtypes).all()
     assert not everyone_paired["generated"].any()
+
+
+def test_a_fit_that_skips_most_updates_warns_and_one_that_trains_does_not():
+    import warnings
+
+    from neurodiff.methods.longitudinal.secondgram import MostlySkippedWarning
+
+    table = cohort(n=120, paired=60)
+    stalled = SecondGram(**TINY, max_epochs=3, patience=None, gradient_manipulation="fixed", clip=1e-6, skip=2e-6)
+    with pytest.warns(MostlySkippedWarning, match=r"of \d+ updates \(100%\) were skipped.*\(in use\)"):
+        stalled.fit(table)
+    assert stalled.history_["skipped"] == len(stalled.history_["loss"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MostlySkippedWarning)
+        SecondGram.preset("no_grad", **TINY, max_epochs=3, patience=None).fit(table)

@@ -49,11 +49,11 @@ def _fail(error: Exception) -> None:
 def _table_warnings(show: bool = True) -> Iterator[None]:
     """Print the warnings meant for the user as lines on stderr: the table reader's (rows it does not use:
     other visits, empty follow-ups; subjects without any visit-1 feature value; numeric columns a fitted
-    model does not know), and too few paired subjects for early stopping."""
+    model does not know), too few paired subjects for early stopping, and a fit that skipped most updates."""
     from neurodiff.data.longitudinal_table import TableWarning
-    from neurodiff.methods.longitudinal.secondgram import FewValidationSubjectsWarning
+    from neurodiff.methods.longitudinal.secondgram import FewValidationSubjectsWarning, MostlySkippedWarning
 
-    shown = (TableWarning, FewValidationSubjectsWarning)
+    shown = (TableWarning, FewValidationSubjectsWarning, MostlySkippedWarning)
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:

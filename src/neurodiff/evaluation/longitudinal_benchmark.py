@@ -18,6 +18,7 @@ Results go into results.json (:mod:`neurodiff.reporting.results`): per method, p
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -41,7 +42,7 @@ from neurodiff.evaluation.imputation import (
 )
 from neurodiff.evaluation.seed_jobs import SeedJobs
 from neurodiff.methods.longitudinal import PRESETS, Preparation, SecondGram
-from neurodiff.methods.longitudinal.secondgram import validation_split
+from neurodiff.methods.longitudinal.secondgram import MostlySkippedWarning, validation_split
 from neurodiff.reporting.results import add_seed_metrics
 
 DIFFUSION_METHODS = tuple(PRESETS)  # secondgram, secondgram_noised_schedule, vanilla, pretrained, no_grad, no_self
@@ -152,8 +153,10 @@ def _generator_for(method: str, config: ImputeBenchmarkConfig, seed: int, p: _Pr
     train = p.train_data
     subset = LongitudinalArrays(train.subject_ids, train.x1, train.x2, train.y[:, keep], train.paired,
                                 train.feature_columns, [train.label_columns[j] for j in keep])
-    model.fit(subset, preparation=Preparation(p.prep.imputer, p.prep.x_min, p.prep.x_max,
-                                              p.prep.y_mean[keep], p.prep.y_std[keep]))
+    with warnings.catch_warnings():  # the benchmark reports the skipped updates itself (runs, curves)
+        warnings.simplefilter("ignore", MostlySkippedWarning)
+        model.fit(subset, preparation=Preparation(p.prep.imputer, p.prep.x_min, p.prep.x_max,
+                                                  p.prep.y_mean[keep], p.prep.y_std[keep]))
     h = model.history_
     info = {"skipped": h["skipped"], "clipped": h["clipped"], "epochs": len(h["epoch_loss"]),
             "steps": len(h["loss"]), "best_validation_pearson": h.get("best_score"), "seconds": h["seconds"],
