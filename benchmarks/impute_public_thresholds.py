@@ -8,7 +8,7 @@ The paper calibrates its thresholds on one pass at initialisation (clip = mean g
 and training stalls (benchmarks/results/impute_paper_budget). The public code hard-codes clip 0.3 and
 skip 1.8 instead. This runs SECONDGRAM with those fixed thresholds on the same table, splits, seeds and
 budget as the stored paper-budget run (`neurodiff impute benchmark --quick` without --data, --epochs 1000
---patience 50), and writes results.json with its metrics and training counts beside the stored run's
+--patience 50 --baseline-epochs 1000; only secondgram runs here, without the label-leakage refits), and writes results.json with its metrics and training counts beside the stored run's
 secondgram and no_grad for comparison.
 """
 
@@ -58,7 +58,9 @@ def main() -> None:
         max_epochs=args.epochs, patience=args.patience, leakage_check=False,
         diffusion_params={"gradient_manipulation": "fixed", "clip": args.clip, "skip": args.skip})
     started = time.perf_counter()
-    result = run_benchmark(arrays, config, seed_jobs=SeedJobs(jobs=args.jobs))
+    jobs = SeedJobs(jobs=args.jobs)
+    jobs.check()
+    result = run_benchmark(arrays, config, seed_jobs=jobs)
     seconds = time.perf_counter() - started
 
     values = result["per_seed"]["secondgram"]
@@ -72,7 +74,7 @@ def main() -> None:
                      "seeds": list(config.seeds)},
         "secondgram_public_thresholds": {m: summarize(values[m]) for m in METRICS},
         "training": [{k: r[k] for k in ("epochs", "steps", "skipped", "clipped", "best_validation_pearson",
-                                        "seconds")} for r in runs],
+                                        "seconds", "thresholds")} for r in runs],
         "wall_seconds": round(seconds, 1),
         "environment": environment(),
     }

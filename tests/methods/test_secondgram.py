@@ -139,9 +139,35 @@ def test_a_fit_that_skips_most_updates_warns_and_one_that_trains_does_not():
 
     table = cohort(n=120, paired=60)
     stalled = SecondGram(**TINY, max_epochs=3, patience=None, gradient_manipulation="fixed", clip=1e-6, skip=2e-6)
-    with pytest.warns(MostlySkippedWarning, match=r"of \d+ updates \(100%\) were skipped.*\(in use\)"):
+    with pytest.warns(MostlySkippedWarning, match=r"of \d+ updates \(100%\) were skipped.*fixed skip threshold 2e-06"):
         stalled.fit(table)
     assert stalled.history_["skipped"] == len(stalled.history_["loss"])
     with warnings.catch_warnings():
         warnings.simplefilter("error", MostlySkippedWarning)
         SecondGram.preset("no_grad", **TINY, max_epochs=3, patience=None).fit(table)
+
+
+@pytest.mark.parametrize("variant, params, says, recommends, not_recommended", [
+    ("secondgram", {}, "calibrated at initialisation", "secondgram_warmup_calibration and no_grad", None),
+    ("secondgram_warmup_calibration", {}, "calibrated after 5 epochs", "no_grad", "secondgram_warmup_calibration"),
+    ("secondgram", {"gradient_manipulation": "fixed", "clip": 0.3, "skip": 1.8}, "fixed skip threshold 1.8",
+     "secondgram_warmup_calibration and no_grad", None),
+    ("no_grad", {}, "not finite (the training diverged)", "lower learning rate", "no_grad"),
+])
+def test_the_skip_warning_says_what_skipped_the_updates_in_every_mode(variant, params, says, recommends,
+                                                                     not_recommended):
+    from neurodiff.methods.longitudinal.secondgram import MostlySkippedWarning
+
+    model = SecondGram.preset(variant, labels=["age"], **params)
+    model.history_ = {"loss": [1.0] * 10, "skipped": 4, "best_score": 0.01}  # 40 % skipped: above the 30 % rule
+    with pytest.warns(MostlySkippedWarning, match="4 of 10 updates") as caught:
+        model._warn_if_stalled()
+    message = str(caught[0].message)
+    assert says in message and recommends in message
+    assert not_recommended is None or f"{not_recommended} " not in message.split(";")[1]
+    model.history_ = {"loss": [1.0] * 10, "skipped": 3, "best_score": 0.01}  # 30 %: no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MostlySkippedWarning)
+        model._warn_if_stalled()

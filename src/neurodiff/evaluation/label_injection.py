@@ -112,16 +112,18 @@ def label_injection(raw_features: Any, harmonised_features: Any, swapped_feature
     male = covariates["sex"].astype(str).eq("M").to_numpy()
     male_given = swapped["sex"].astype(str).eq("M").to_numpy()
     predicted = _cross_fitted(raw, h, s, age, male, folds, seed, groups)
-    age_years, age_scale = _age_injection(predicted["age"], age, age_given)
-    sex_probability, sex_scale = _sex_injection(predicted["sex"], male, male_given)
-    return {"age_injection": _normalised(age_years, age_scale), "sex_injection": _normalised(sex_probability, sex_scale),
+    age_years, age_scale, age_ignored = _age_injection(predicted["age"], age, age_given)
+    sex_probability, sex_scale, sex_ignored = _sex_injection(predicted["sex"], male, male_given)
+    return {"age_injection": _normalised(age_years, age_scale, age_ignored),
+            "sex_injection": _normalised(sex_probability, sex_scale, sex_ignored),
             "age_injection_years": age_years, "sex_injection_probability": sex_probability}
 
 
-def _normalised(value: float, scale: float) -> float:
-    """`value` over the raw probe's `scale`: 0 stays 0 (the output ignores the labels, whatever the probe
-    reads); NaN when the probe reads nothing (scale NaN or ≤ 0)."""
-    if value == 0.0 or math.isnan(value):
+def _normalised(value: float, scale: float, ignored: bool) -> float:
+    """`value` over the raw probe's `scale`: 0 when the output ignores the labels given (its predictions do not
+    change at all), whatever the probe reads; NaN when no label changed or the probe reads nothing (scale NaN
+    or ≤ 0)."""
+    if ignored or math.isnan(value):
         return value
     return value / scale if scale > 0 else math.nan
 
@@ -164,29 +166,31 @@ def _cross_fitted(raw, h, s, age, male, folds, seed, groups) -> dict[str, np.nda
         return {"age": held_out(age, False, ridge), "sex": held_out(male.astype(int), True, logistic)}
 
 
-def _age_injection(predicted: np.ndarray, age: np.ndarray, age_given: np.ndarray) -> tuple[float, float]:
-    """(years of predicted age per year of age given, the raw probe's slope on the true age)."""
+def _age_injection(predicted: np.ndarray, age: np.ndarray, age_given: np.ndarray) -> tuple[float, float, bool]:
+    """(years of predicted age per year of age given, the raw probe's slope on the true age, whether the
+    predictions ignore the age given)."""
     raw, harmonised, swapped = predicted
     shift = age_given - age
     centred = age - age.mean()
     raw_slope = float((raw - raw.mean()) @ centred / (centred @ centred)) if centred.any() else math.nan
     if not shift.any():
-        return math.nan, raw_slope
+        return math.nan, raw_slope, False
     if np.array_equal(swapped, harmonised):  # the output ignores the labels given, whatever the probe reads
-        return 0.0, raw_slope
-    return float((swapped - harmonised) @ shift / (shift @ shift)), raw_slope
+        return 0.0, raw_slope, True
+    return float((swapped - harmonised) @ shift / (shift @ shift)), raw_slope, False
 
 
-def _sex_injection(predicted: np.ndarray, male: np.ndarray, male_given: np.ndarray) -> tuple[float, float]:
-    """(mean change of P(M) towards the sex given, the raw probe's male − female separation)."""
+def _sex_injection(predicted: np.ndarray, male: np.ndarray, male_given: np.ndarray) -> tuple[float, float, bool]:
+    """(mean change of P(M) towards the sex given, the raw probe's male − female separation, whether the
+    predictions ignore the sex given)."""
     raw, harmonised, swapped = predicted
     changed = (male != male_given) & np.isfinite(harmonised) & np.isfinite(swapped)
     usable = np.isfinite(raw)
     separation = (float(raw[usable & male].mean() - raw[usable & ~male].mean())
                   if (usable & male).any() and (usable & ~male).any() else math.nan)
     if not changed.any():
-        return math.nan, separation
+        return math.nan, separation, False
     if np.array_equal(swapped[changed], harmonised[changed]):  # the output ignores the labels given
-        return 0.0, separation
+        return 0.0, separation, True
     direction = np.where(male_given, 1.0, -1.0)
-    return float((direction * (swapped - harmonised))[changed].mean()), separation
+    return float((direction * (swapped - harmonised))[changed].mean()), separation, False
