@@ -295,8 +295,9 @@ class SecondGram(Estimator):
             why = f"their gradient norm was above {threshold} (or not finite)"
             others = [v for v in ("secondgram_warmup_calibration", "no_grad")
                       if not (v == "secondgram_warmup_calibration" and self.calibration_warmup_epochs)]
-            advice = (f"on the embedded synthetic table the paper's recipe stalls like this while {' and '.join(others)} "
-                      f"{'train' if len(others) > 1 else 'trains'} (docs/longitudinal-imputation.md)")
+            advice = (f"on the embedded synthetic table the paper's recipe (thresholds calibrated at initialisation) "
+                      f"stalls like this while {' and '.join(others)} {'train' if len(others) > 1 else 'trains'} "
+                      "(docs/longitudinal-imputation.md)")
         warnings.warn(
             f"{skipped:,} of {steps:,} updates ({skipped / steps:.0%}) were skipped: {why}, so the model barely "
             f"trained (best validation per-feature Pearson {h.get('best_score', float('nan')):.3f}); {advice}",
