@@ -8,8 +8,9 @@ The paper calibrates its thresholds on one pass at initialisation (clip = mean g
 and training stalls (benchmarks/results/impute_paper_budget). The public code hard-codes clip 0.3 and
 skip 1.8 instead. This runs SECONDGRAM with those fixed thresholds on the same table, splits, seeds and
 budget as the stored paper-budget run (`neurodiff impute benchmark --quick` without --data, --epochs 1000
---patience 50 --baseline-epochs 1000; only secondgram runs here, without the label-leakage refits), and writes results.json with its metrics and training counts beside the stored run's
-secondgram and no_grad for comparison.
+--patience 50 --baseline-epochs 1000; only secondgram runs here, without the label-leakage refits), and
+writes results.json with its metrics and training counts beside the stored run's secondgram, no_grad,
+gan and locf for comparison.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ anatomy follows the labels given instead of the images.
 
 Both are normalised by how well the raw probe reads the true label, which on a small test set can read
 almost nothing (then NaN). Their unnormalised forms are defined whenever the swap changed a label and
-the probe could be fitted: ``age_injection_years``, the same slope in years of predicted age per year of age given, and
-``sex_injection_probability``, the same mean change of P(M). 0 for an output that ignores the labels;
+the probe could be fitted: ``age_injection_years``, the same slope in years of predicted age per year of
+age given, and ``sex_injection_probability``, the same mean change of P(M). 0 for an output that ignores
+the labels;
 no threshold applies to them (they have no scale to compare with). They avoid dividing by a scale near 0,
 which amplifies noise, but they are no more sensitive than the probe: a probe that reads no age on raw
 images sees none written into the output either (both forms near 0 or NaN then).
