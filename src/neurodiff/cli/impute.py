@@ -1,4 +1,4 @@
-"""`neurodiff impute fit|predict|benchmark`: SECONDGRAM longitudinal imputation."""
+"""`neurodiff impute fit|predict|benchmark|merge`: SECONDGRAM longitudinal imputation."""
 
 from __future__ import annotations
 
@@ -186,6 +186,8 @@ def benchmark(
     data: Path = typer.Option(None, "--data", help="Long-format table; default: the embedded synthetic cohort "
                               "(parkinsonism and stroke raised to 15 % so that held-out subjects hold cases)."),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (splits, initialisations)."),
+    first_seed: int = typer.Option(0, "--first-seed", help="The first seed: --first-seed 3 --seeds 2 runs seeds 3 "
+                                   "and 4, to extend an earlier run (join the folders with `neurodiff impute merge`)."),
     quick: bool = typer.Option(False, "--quick", help="Short training (CPU minutes per method and seed) and the --quick cohort."),
     labels: str = typer.Option(None, "--labels", help="Conditioning labels (default for the embedded cohort: all 14)."),
     exclude: str = typer.Option(None, "--exclude", help="Numeric columns that are neither labels nor features."),
@@ -221,22 +223,24 @@ def benchmark(
 
     Seeds as a Slurm job array (from a login node; job logs end up in OUT/job-logs):
       neurodiff impute benchmark --seeds 10 --jobs 10 --launcher slurm --slurm-partition cpu --slurm-time 600 --out impute-benchmark
+
+    Two more seeds for that first run, then one folder of all five:
+      neurodiff impute benchmark --quick --first-seed 3 --seeds 2 --out impute-benchmark-more
+      neurodiff impute merge impute-benchmark impute-benchmark-more --out impute-benchmark-5
     """
     import time
 
-    import numpy as np
-
-    from neurodiff.atomic import atomic_dir, write_json, write_text
     from neurodiff.data.longitudinal_table import longitudinal_arrays, read_table
-    from neurodiff.evaluation.longitudinal_benchmark import ALL_METHODS, ImputeBenchmarkConfig, report_html, run_benchmark
-    from neurodiff.evaluation.seed_jobs import SeedJobError, keep_job_logs
-    from neurodiff.reporting.impute_figures import figures_html, impute_figures
+    from neurodiff.evaluation.longitudinal_benchmark import ALL_METHODS, ImputeBenchmarkConfig, run_benchmark
+    from neurodiff.evaluation.seed_jobs import SeedJobError
     from neurodiff.reporting.results import results_document
 
     try:
         check_out_folder(out)
         if seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        if first_seed < 0:
+            raise ValueError(f"--first-seed must be 0 or more, got {first_seed}")
         parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,
                                           slurm_mem)
         if data is None:
@@ -270,7 +274,8 @@ def benchmark(
                                          subject=subject, visit=visit, source=source)
         factory = ImputeBenchmarkConfig.quick if quick else ImputeBenchmarkConfig
         params = dict(labels=arrays.label_columns, methods=tuple(_columns(methods) or ALL_METHODS),
-                      seeds=tuple(range(seeds)), downstream_labels=tuple(_columns(downstream) or ()),
+                      seeds=tuple(range(first_seed, first_seed + seeds)),
+                      downstream_labels=tuple(_columns(downstream) or ()),
                       case_feature_pattern=case_features, case_label=case_label, device=device)
         if epochs is not None:
             params["max_epochs"] = epochs
@@ -285,18 +290,61 @@ def benchmark(
         document = results_document(
             task="longitudinal_imputation",
             data={"description": description, "subjects": len(arrays), "paired": int(arrays.paired.sum()),
-                  "features": len(arrays.feature_columns), "labels": arrays.label_columns, "splits": result["sizes"]},
+                  "features": len(arrays.feature_columns), "labels": arrays.label_columns,
+                  "fingerprint": arrays.fingerprint(), "splits": result["sizes"]},
             seeds=list(config.seeds), per_seed=result["per_seed"],
             timings={"total_seconds": time.perf_counter() - started, "seed_jobs": parallel.summary(seeds)},
             config=result["config"],
         )
-        with atomic_dir(out) as tmp:
-            write_json(tmp / "results.json", document)
-            write_json(tmp / "runs.json", result["runs"])
-            np.savez_compressed(tmp / "correlations.npz", **result["correlations"])
-            figures = impute_figures(document, result["runs"], result["correlations"], tmp)
-            write_text(tmp / "report.html", report_html({**document, "runs": result["runs"]}, figures_html(figures)))
-            keep_job_logs(parallel, tmp / "job-logs")
+        _write_benchmark_folder(out, document, result["runs"], result["correlations"], parallel)
     except (ValueError, FileNotFoundError, FileExistsError, SeedJobError) as error:
         _fail(error)
     typer.echo(f"Wrote {out}/results.json, runs.json (training histories), correlations.npz and report.html")
+
+
+@app.command("merge")
+def merge(
+    folders: list[Path] = typer.Argument(..., help="The --out folders of `neurodiff impute benchmark` runs to join."),
+    out: Path = typer.Option(..., "--out", help="Output folder: results.json, runs.json, report.html (absent or empty)."),
+) -> None:
+    """Join benchmark folders of the same table and settings (other seeds, other methods) into one.
+
+    Example: seeds 0-2, then seeds 3-4 of the same benchmark, then one report of all five:
+      neurodiff impute benchmark --quick --seeds 3 --out run-a
+      neurodiff impute benchmark --quick --first-seed 3 --seeds 2 --out run-b
+      neurodiff impute merge run-a run-b --out run-ab
+
+    The folders must hold the same table and the same settings apart from seeds and methods; a value two
+    folders both hold (same method, metric and seed) must agree. Means and CIs are recomputed over the
+    union of the seeds; a method not run on every seed is named, and its CI is over the seeds it ran on.
+    """
+    from neurodiff.evaluation.longitudinal_benchmark_merge import merge_benchmarks, read_benchmark_folder
+
+    try:
+        check_out_folder(out)
+        document, runs, correlations = merge_benchmarks([read_benchmark_folder(f) for f in folders], log=typer.echo)
+        _write_benchmark_folder(out, document, runs, correlations)
+    except (ValueError, FileExistsError) as error:
+        _fail(error)
+    typer.echo(f"Merged {len(folders)} folders: seeds {document['seeds']}, methods "
+               f"{', '.join(document['config']['methods'])}")
+    typer.echo(f"Wrote {out}/results.json, runs.json (training histories), correlations.npz and report.html")
+
+
+def _write_benchmark_folder(out: Path, document: dict, runs: list, correlations: dict, parallel=None) -> None:
+    """results.json, runs.json, correlations.npz, the figures and report.html, all or nothing."""
+    import numpy as np
+
+    from neurodiff.atomic import atomic_dir, write_json, write_text
+    from neurodiff.evaluation.longitudinal_benchmark import report_html
+    from neurodiff.evaluation.seed_jobs import keep_job_logs
+    from neurodiff.reporting.impute_figures import figures_html, impute_figures
+
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "results.json", document)
+        write_json(tmp / "runs.json", runs)
+        np.savez_compressed(tmp / "correlations.npz", **correlations)
+        figures = impute_figures(document, runs, correlations, tmp)
+        write_text(tmp / "report.html", report_html({**document, "runs": runs}, figures_html(figures)))
+        if parallel is not None:
+            keep_job_logs(parallel, tmp / "job-logs")

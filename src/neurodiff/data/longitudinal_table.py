@@ -45,6 +45,20 @@ class LongitudinalArrays:
     def __len__(self) -> int:
         return len(self.subject_ids)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the subjects, values and column names: equal for the same table read twice, different
+        when any value, subject or column differs (``impute merge`` checks it)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        digest.update("\x1f".join(map(str, self.subject_ids)).encode())
+        for array in (self.x1, self.x2, self.y, self.paired):
+            data = np.ascontiguousarray(array, dtype=np.float64)
+            digest.update(str(data.shape).encode())
+            digest.update(data.tobytes())
+        digest.update("\x1f".join([*self.feature_columns, "|", *self.label_columns]).encode())
+        return digest.hexdigest()
+
 
 class TableWarning(UserWarning):
     """Something in a longitudinal table the user should know about (the CLI prints these as lines)."""

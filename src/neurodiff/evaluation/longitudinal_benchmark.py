@@ -282,6 +282,7 @@ def report_html(document: dict[str, Any], figures: str = "") -> str:
         "mean ± 95 % CI (1.96·sd/√n) over seeds; metrics in the scaled feature space on held-out subjects "
         "with a real follow-up. Bold: best mean per column (every tied one; none when all tie; never the "
         "method-independent reference sets).</p>",
+        _merged_note(document.get("timings", {}).get("merged_from")),
         methods_table(methods, METRIC_NAMES[:4], "Similarity of generated to real follow-ups (paper Table 2)",
                       HIGHER_IS_BETTER, unranked=UNRANKED),
         methods_table(methods, METRIC_NAMES[4:], "Distribution of generated follow-ups (paper Table 3)",
@@ -300,6 +301,17 @@ def report_html(document: dict[str, Any], figures: str = "") -> str:
     if figures:
         parts.append("<h2>Figures</h2>" + figures)
     return page("neurodiff: imputation benchmark", "".join(parts))
+
+
+def _merged_note(sources: list[dict[str, Any]] | None) -> str:
+    """Which folders `neurodiff impute merge` joined, with their seeds and methods ("" for a single run)."""
+    import html
+
+    if not sources:
+        return ""
+    items = "".join(f"<li>{html.escape(str(s.get('folder')))}: seeds {s.get('seeds')}, methods "
+                    f"{html.escape(', '.join(map(str, s.get('methods', []))))}</li>" for s in sources)
+    return f"<p class=note>Merged from {len(sources)} benchmark runs (neurodiff impute merge):</p><ul>{items}</ul>"
 
 
 def _training_table(runs: list[dict[str, Any]]) -> str:
