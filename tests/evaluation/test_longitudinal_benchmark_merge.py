@@ -62,7 +62,7 @@ def test_pieces_merge_into_what_one_run_writes(runs):
         for metric, cell in metrics.items():
             got = merged["methods"][method][metric]
             assert got["values"] == pytest.approx(cell["values"], rel=1e-9, nan_ok=True), (method, metric)
-            assert got["n"] == cell["n"] and (got["mean"] is None) == (cell["mean"] is None)
+            assert got["n"] == cell["n"] and got["mean"] == pytest.approx(cell["mean"], rel=1e-9)
             if cell["ci95"] is not None:
                 assert got["ci95"] == pytest.approx(cell["ci95"], rel=1e-9)
     assert merged["data"]["splits"] == whole["data"]["splits"]
@@ -151,10 +151,84 @@ def test_fingerprint_follows_the_values(runs):
     assert longitudinal_arrays(frame, **labels).fingerprint() != arrays.fingerprint()
 
 
-def test_merge_keeps_first_value_within_tolerance(runs):
+def test_tolerance_keeps_the_first_value(runs, tmp_path):
     root, _, _ = runs
     a, c = read_benchmark_folder(root / "a"), read_benchmark_folder(root / "c")
-    value = c.document["methods"]["reference"]["auroc_stroke_all_first"]["values"][0]
-    c.document["methods"]["reference"]["auroc_stroke_all_first"]["values"][0] = value * (1 + 1e-7)
-    document, _, _ = merge_benchmarks([a, c], log=lambda _: None)
+    cell = c.document["methods"]["reference"]["auroc_stroke_all_first"]["values"]
+    value = a.document["methods"]["reference"]["auroc_stroke_all_first"]["values"][0]
+    assert cell[0] == value  # the two runs agree exactly
+    cell[0] = value * (1 + 1e-3)  # as another thread count might move a trained metric
+    with pytest.raises(ValueError, match="more than the tolerance 0.0001 apart.*threads per seed"):
+        merge_benchmarks([a, c], log=lambda _: None)
+    document, _, _ = merge_benchmarks([a, c], log=lambda _: None, tolerance=0.01)
     assert document["methods"]["reference"]["auroc_stroke_all_first"]["values"][0] == value
+    other = tmp_path / "c"  # and from the command line
+    shutil.copytree(root / "c", other)
+    (other / "results.json").write_text(json.dumps(c.document))
+    assert _merge(root / "a", other, out=tmp_path / "m").exit_code == 2
+    result = CliRunner().invoke(app, ["impute", "merge", str(root / "a"), str(other), "--tolerance", "0.01",
+                                      "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+
+
+def test_the_same_method_in_two_folders_and_a_merged_folder_merge_again(runs, tmp_path):
+    root, _, whole = runs
+    result = _merge(root / "c", root / "whole", out=tmp_path / "cw")  # secondgram on seeds 0-2 in both
+    assert result.exit_code == 0, result.output
+    merged = json.loads((tmp_path / "cw" / "results.json").read_text())
+    assert merged["methods"] == whole["methods"]
+    first = json.loads((root / "c" / "runs.json").read_text())
+    assert json.loads((tmp_path / "cw" / "runs.json").read_text())[1]["secondgram"] == first[1]["secondgram"]
+    assert _merge(root / "a", root / "b", out=tmp_path / "ab").exit_code == 0
+    result = _merge(tmp_path / "ab", root / "whole", out=tmp_path / "again")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "again" / "results.json").read_text())["methods"] == whole["methods"]
+
+
+def test_which_table_does_not_depend_on_the_order(runs):
+    """A folder without a fingerprint (written before it was recorded) and two with different ones: refused
+    in every order; without fingerprints the descriptions must match across all folders."""
+    import itertools
+
+    root, _, _ = runs
+    old, new, newer = (read_benchmark_folder(root / n) for n in "abc")
+    del old.document["data"]["fingerprint"]
+    newer.document["data"]["fingerprint"] = "f" * 64
+    for order in itertools.permutations([old, new, newer]):
+        with pytest.raises(ValueError, match="fingerprints differ"):
+            merge_benchmarks(order, log=lambda _: None)
+    newer.document["data"]["fingerprint"] = new.document["data"]["fingerprint"]
+    newer.document["data"]["description"] = "table elsewhere/t.csv"  # same fingerprint, another path
+    merge_benchmarks([new, newer], log=lambda _: None)
+    for order in itertools.permutations([old, new, newer]):
+        with pytest.raises(ValueError, match="data 'description'"):
+            merge_benchmarks(order, log=lambda _: None)
+
+
+def test_device_may_differ_and_environments_are_named(runs):
+    root, _, _ = runs
+    a, b = read_benchmark_folder(root / "a"), read_benchmark_folder(root / "b")
+    b.document["config"]["device"] = "cuda"
+    b.document["environment"].update(torch_threads=64, cpu_count=64)
+    lines = []
+    document, _, _ = merge_benchmarks([a, b], log=lines.append)
+    assert document["seeds"] == [0, 1, 2]
+    assert any(line.startswith("note: the folders ran with different torch threads per seed") and ": 64" in line
+               for line in lines), lines
+    b.document["timings"]["seed_jobs"] = {"launcher": "local", "jobs": 64}  # 64 workers of 1 thread each
+    a.document["environment"]["torch_threads"] = 1
+    lines.clear()
+    merge_benchmarks([a, b], log=lines.append)
+    assert not any("threads" in line for line in lines), lines
+
+
+def test_malformed_results_are_named(runs, tmp_path):
+    root, _, _ = runs
+    other = tmp_path / "b"
+    shutil.copytree(root / "b", other)
+    document = json.loads((other / "results.json").read_text())
+    document["methods"]["ridge"]["pearson_feature"]["values"].append(0.5)
+    (other / "results.json").write_text(json.dumps(document))
+    result = _merge(root / "a", other, out=tmp_path / "m")
+    assert result.exit_code == 2 and "methods.ridge.pearson_feature.values must hold one number or null per seed (1)" in result.output
+    assert not (tmp_path / "m").exists()

@@ -306,6 +306,9 @@ def benchmark(
 def merge(
     folders: list[Path] = typer.Argument(..., help="The --out folders of `neurodiff impute benchmark` runs to join."),
     out: Path = typer.Option(..., "--out", help="Output folder: results.json, runs.json, report.html (absent or empty)."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="How far apart (relative and absolute) two folders' "
+                                    "values of the same method, metric and seed may be; the first folder's is kept. "
+                                    "Runs made alike agree exactly; other threads or CPUs can move trained metrics."),
 ) -> None:
     """Join benchmark folders of the same table and settings (other seeds, other methods) into one.
 
@@ -314,17 +317,20 @@ def merge(
       neurodiff impute benchmark --quick --first-seed 3 --seeds 2 --out run-b
       neurodiff impute merge run-a run-b --out run-ab
 
-    The folders must hold the same table and the same settings apart from seeds and methods; a value two
-    folders both hold (same method, metric and seed) must agree. Means and CIs are recomputed over the
-    union of the seeds; a method not run on every seed is named, and its CI is over the seeds it ran on.
+    The folders must hold the same table and the same settings apart from seeds, methods and device; a value
+    two folders both hold (same method, metric and seed) must agree within --tolerance. Seeds held by one
+    folder only are not cross-checked: the merge says where the folders' versions, CPUs or threads differ.
+    Means and CIs are recomputed over the union of the seeds; a method not run on every seed is named, and
+    its CI is over the seeds it ran on.
     """
     from neurodiff.evaluation.longitudinal_benchmark_merge import merge_benchmarks, read_benchmark_folder
 
     try:
         check_out_folder(out)
-        document, runs, correlations = merge_benchmarks([read_benchmark_folder(f) for f in folders], log=typer.echo)
+        document, runs, correlations = merge_benchmarks([read_benchmark_folder(f) for f in folders], log=typer.echo,
+                                                        tolerance=tolerance)
         _write_benchmark_folder(out, document, runs, correlations)
-    except (ValueError, FileExistsError) as error:
+    except (ValueError, OSError) as error:
         _fail(error)
     typer.echo(f"Merged {len(folders)} folders: seeds {document['seeds']}, methods "
                f"{', '.join(document['config']['methods'])}")

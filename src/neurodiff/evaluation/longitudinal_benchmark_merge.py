@@ -7,15 +7,21 @@ for other methods on the same seeds) and join the folders with ``neurodiff imput
 What must hold, checked before anything is written:
 
 - every folder is an imputation benchmark (results.json, runs.json, correlations.npz) of the same table:
-  the same fingerprint, sizes and labels where both folders recorded a fingerprint (the table may then have
-  been read from another path), else the same description, sizes and labels (folders written before the
-  fingerprint was recorded);
-- the same settings apart from the seeds and the methods (epochs, patience, labels, downstream task, ...);
+  one fingerprint among the folders that recorded one (the table may then have been read from another
+  path); when a folder has none (written before the fingerprint was recorded), the same description for
+  all; the same sizes and labels for all;
+- the same settings apart from the seeds, the methods and the device (epochs, patience, labels,
+  downstream task, ...);
 - a value that two folders both hold (the same method, metric and seed: the method-independent
-  ``reference`` rows, a method run twice) is the same in both, to 1e-4 (another number of torch threads
-  moves the last bits), and so are the seed's split sizes. The benchmark is deterministic per seed, so a
-  larger difference means another table, another code version or other settings, and the merge refuses
-  rather than choose; within the tolerance the first folder's value is kept.
+  ``reference`` rows, a method run twice) agrees within a tolerance (1e-4 relative and absolute by
+  default; the first folder's value is kept), and so do the seed's split sizes. Runs made alike agree
+  bit for bit, so a larger difference means another table, code version or settings, and the merge
+  refuses rather than choose. Another thread count or CPU can also move a trained model's metrics;
+  a larger tolerance then accepts that knowingly.
+
+What is not checked: seeds that only one folder holds share no value with the others, so the merge cannot
+tell whether another code version made them. It says where the folders' environments differ (neurodiff,
+torch and numpy versions, CPU capability, GPU, torch threads per seed).
 
 What the merged folder holds: results.json with each method's per-seed values on the union of the seeds
 (null where a method was not run on a seed, which the merge reports), its mean and 95 % CI recomputed;
@@ -39,10 +45,14 @@ from neurodiff.reporting.results import results_document
 
 TASK = "longitudinal_imputation"
 FILES = ("results.json", "runs.json", "correlations.npz")
-FREE_CONFIG = ("seeds", "methods")  # the settings folders may differ in
-FREE_DATA = ("splits", "fingerprint")  # compared seed by seed / only where both have it
-# how close two folders' values of the same method, metric and seed must be: a seed run with another number
-# of torch threads can move the last bits (~1e-6 relative); another table or split moves them by far more
+# the settings folders may differ in: what ran, and how (the device and thread count change the last bits of
+# training, which the value check's tolerance allows; environment differences are reported)
+FREE_CONFIG = ("seeds", "methods", "device", "progress")
+FREE_DATA = ("splits", "fingerprint", "description")  # compared seed by seed / across all folders / see below
+ENVIRONMENT_NOTED = ("neurodiff", "python", "torch", "numpy", "cpu_capability", "cuda")
+# how close two folders' values of the same method, metric and seed must be by default: runs made alike agree
+# bit for bit; another table or split moves values by far more; another thread count or CPU can move a
+# trained model's metrics by more than this, and then --tolerance lets the user accept it knowingly
 TOLERANCE = 1e-4
 
 
@@ -71,16 +81,14 @@ def read_benchmark_folder(path: str | Path) -> BenchmarkFolder:
     try:
         document = json.loads((path / "results.json").read_text())
         runs = json.loads((path / "runs.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: unreadable JSON ({error})") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: unreadable results.json or runs.json ({error})") from None
     if not isinstance(document, dict) or document.get("task") != TASK:
         task = document.get("task") if isinstance(document, dict) else None
         raise ValueError(f"{path}/results.json: task {task!r}, not an imputation benchmark ({TASK!r})")
-    for key in ("data", "seeds", "methods", "config"):
-        if key not in document:
-            raise ValueError(f"{path}/results.json: no {key!r} entry")
+    _check_document(path / "results.json", document)
     seeds = document["seeds"]
-    if not isinstance(runs, list) or [run.get("seed") for run in runs if isinstance(run, dict)] != seeds:
+    if not isinstance(runs, list) or [run.get("seed") if isinstance(run, dict) else None for run in runs] != seeds:
         raise ValueError(f"{path}/runs.json: its seeds do not match results.json's {seeds}")
     try:
         with np.load(path / "correlations.npz") as archive:
@@ -90,21 +98,48 @@ def read_benchmark_folder(path: str | Path) -> BenchmarkFolder:
     return BenchmarkFolder(path, document, runs, correlations)
 
 
-def merge_benchmarks(folders: Sequence[BenchmarkFolder],
-                     log: Callable[[str], None] = print) -> tuple[dict[str, Any], list[dict[str, Any]],
-                                                                   dict[str, np.ndarray]]:
-    """The merged (results.json document, runs, correlations) of `folders`; ValueError when they cannot join."""
+def _check_document(where: Path, document: dict[str, Any]) -> None:
+    """The entries the merge reads, with the shapes it needs (ValueError naming the file and entry)."""
+    for key, kind in (("data", dict), ("seeds", list), ("methods", dict), ("config", dict)):
+        if not isinstance(document.get(key), kind):
+            raise ValueError(f"{where}: no {key!r} entry (a {kind.__name__})")
+    seeds = document["seeds"]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) < len(seeds):
+        raise ValueError(f"{where}: 'seeds' must be distinct integers, got {seeds}")
+    if not isinstance(document["config"].get("methods"), list):
+        raise ValueError(f"{where}: no 'config.methods' list")
+    for method, metrics in document["methods"].items():
+        for metric, summary in (metrics.items() if isinstance(metrics, dict) else [(None, None)]):
+            values = summary.get("values") if isinstance(summary, dict) else None
+            if not isinstance(values, list) or len(values) != len(seeds) or not all(
+                    v is None or isinstance(v, (int, float)) for v in values):
+                raise ValueError(f"{where}: methods.{method}.{metric}.values must hold one number or null per "
+                                 f"seed ({len(seeds)})")
+
+
+def merge_benchmarks(folders: Sequence[BenchmarkFolder], log: Callable[[str], None] = print,
+                     tolerance: float = TOLERANCE) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                                            dict[str, np.ndarray]]:
+    """The merged (results.json document, runs, correlations) of `folders`; ValueError when they cannot join.
+
+    Values of the same method, metric and seed must agree within `tolerance` (relative and absolute);
+    the first folder's is kept.
+    """
     if len(folders) < 2:
         raise ValueError("give at least two benchmark folders to merge")
+    if not tolerance >= 0:
+        raise ValueError(f"the tolerance must be 0 or more, got {tolerance}")
     paths = [f.path.resolve() for f in folders]
     twice = sorted({str(f.path) for f, p in zip(folders, paths) if paths.count(p) > 1})
     if twice:
         raise ValueError(f"{', '.join(twice)}: given more than once")
+    _check_same_table(folders)
     first = folders[0]
     for folder in folders[1:]:
-        _check_same_benchmark(first, folder)
+        _check_same_settings(first, folder)
+    _note_environments(folders, log)
     seeds = sorted({s for folder in folders for s in folder.seeds})
-    cells: dict[str, dict[str, dict[int, tuple[float | None, Path]]]] = {}
+    cells: dict[str, dict[str, dict[int, tuple[float | None, BenchmarkFolder]]]] = {}
     covered: dict[str, set[int]] = {}
     splits: dict[int, tuple[Any, Path]] = {}
     for folder in folders:
@@ -119,20 +154,27 @@ def merge_benchmarks(folders: Sequence[BenchmarkFolder],
             covered.setdefault(method, set()).update(folder.seeds)
             for metric, summary in metrics.items():
                 for seed, value in zip(folder.seeds, summary["values"]):
-                    _put(cells.setdefault(method, {}).setdefault(metric, {}), method, metric, seed, value, folder.path)
+                    cell = cells.setdefault(method, {}).setdefault(metric, {})
+                    _put(cell, method, metric, seed, value, folder, tolerance)
     per_seed = {method: {metric: [_nan(values[seed][0]) if seed in values else math.nan for seed in seeds]
                          for metric, values in cells[method].items()}
                 for method in _method_order(cells)}
-    for method in per_seed:
+    for method, metrics in per_seed.items():
         lacking = [s for s in seeds if s not in covered[method]]
         if lacking:
             ran = len(seeds) - len(lacking)
             log(f"note: {method} was not run on seed{'s' if len(lacking) > 1 else ''} "
                 f"{', '.join(map(str, lacking))}: its mean and CI are over {ran} seed{'s' if ran > 1 else ''}")
+        for metric, values in cells[method].items():
+            gaps = sorted(covered[method] - set(values))
+            if gaps:
+                log(f"note: {method} has no {metric} on seed{'s' if len(gaps) > 1 else ''} "
+                    f"{', '.join(map(str, gaps))} (a folder that ran it there did not report it)")
     config = dict(first.document["config"])
     config.update(seeds=seeds, methods=_method_order({m: None for f in folders for m in f.document["config"]["methods"]}))
-    data = {k: v for k, v in first.document["data"].items() if k != "splits"}
-    data["splits"] = [splits[s][0] for s in seeds]
+    data = {k: v for k, v in first.document["data"].items() if k not in ("splits", "fingerprint")}
+    fingerprint = next((f.document["data"]["fingerprint"] for f in folders if f.document["data"].get("fingerprint")), None)
+    data.update({"fingerprint": fingerprint} if fingerprint else {}, splits=[splits[s][0] for s in seeds])
     merged_from = [{"folder": str(f.path), "seeds": f.seeds, "methods": list(f.document["config"]["methods"]),
                     "timings": f.document.get("timings", {}), "environment": f.document.get("environment", {})}
                    for f in folders]
@@ -143,36 +185,75 @@ def merge_benchmarks(folders: Sequence[BenchmarkFolder],
     return document, _merge_runs(folders, seeds), _lowest_seed_correlations(folders, seeds[0], log)
 
 
-def _check_same_benchmark(first: BenchmarkFolder, other: BenchmarkFolder) -> None:
-    a, b = first.document, other.document
-    prints = a["data"].get("fingerprint"), b["data"].get("fingerprint")
-    if None not in prints and prints[0] != prints[1]:
-        raise ValueError(f"{other.path}: another table than {first.path} (the tables' fingerprints differ)")
-    free = (*FREE_DATA, "description") if None not in prints else FREE_DATA  # the same table under another path
-    data_a = {k: v for k, v in a["data"].items() if k not in free}
-    data_b = {k: v for k, v in b["data"].items() if k not in free}
-    for key in sorted(set(data_a) | set(data_b)):
-        if data_a.get(key) != data_b.get(key):
-            raise ValueError(f"{other.path}: another table than {first.path} (data {key!r}: "
-                             f"{_short(data_b.get(key))} against {_short(data_a.get(key))})")
-    for key in sorted(set(a["config"]) | set(b["config"])):
-        if key not in FREE_CONFIG and a["config"].get(key) != b["config"].get(key):
+def _check_same_table(folders: Sequence[BenchmarkFolder]) -> None:
+    """One table for all: one fingerprint among the folders that recorded one; when any folder did not (written
+    before the fingerprint was recorded), one description for all too; the same sizes and labels."""
+    prints: dict[str, Path] = {}
+    for folder in folders:
+        fingerprint = folder.document["data"].get("fingerprint")
+        if fingerprint and prints and fingerprint not in prints:
+            other = next(iter(prints.values()))
+            raise ValueError(f"{folder.path}: another table than {other} (the tables' fingerprints differ)")
+        if fingerprint:
+            prints.setdefault(fingerprint, folder.path)
+    every_print = all(f.document["data"].get("fingerprint") for f in folders)
+    first = folders[0]
+    for folder in folders[1:]:
+        a, b = first.document["data"], folder.document["data"]
+        free = FREE_DATA if every_print else tuple(k for k in FREE_DATA if k != "description")
+        for key in sorted((set(a) | set(b)) - set(free)):
+            if a.get(key) != b.get(key):
+                raise ValueError(f"{folder.path}: another table than {first.path} (data {key!r}: "
+                                 f"{_short(b.get(key))} against {_short(a.get(key))})")
+
+
+def _check_same_settings(first: BenchmarkFolder, other: BenchmarkFolder) -> None:
+    a, b = first.document["config"], other.document["config"]
+    for key in sorted(set(a) | set(b)):
+        if key not in FREE_CONFIG and a.get(key) != b.get(key):
             raise ValueError(f"{other.path}: other settings than {first.path} ({key} = "
-                             f"{_short(b['config'].get(key))} against {_short(a['config'].get(key))}); only the "
-                             "seeds and the methods may differ")
+                             f"{_short(b.get(key))} against {_short(a.get(key))}); only the seeds, the methods "
+                             "and the device may differ")
 
 
-def _put(cell: dict[int, tuple[float | None, Path]], method: str, metric: str, seed: int, value: float | None,
-         path: Path) -> None:
+def _note_environments(folders: Sequence[BenchmarkFolder], log: Callable[[str], None]) -> None:
+    """Say where the folders ran differently (versions, CPU, threads, GPU): the merge cannot check that seeds in
+    only one folder would come out the same elsewhere."""
+    for key in (*ENVIRONMENT_NOTED, "torch threads per seed"):
+        seen = {str(f.path): _seed_threads(f) if key.endswith("per seed") else f.document.get("environment", {}).get(key)
+                for f in folders}
+        if len({repr(v) for v in seen.values()}) > 1:
+            log(f"note: the folders ran with different {key}: "
+                + "; ".join(f"{path}: {value}" for path, value in seen.items()))
+
+
+def _seed_threads(folder: BenchmarkFolder) -> int | None:
+    """The torch threads each seed trained with: the worker processes' (--jobs K: cpu_count // K; Slurm: the
+    CPUs per task), else the process's own (environment.torch_threads)."""
+    env = folder.document.get("environment", {})
+    jobs = folder.document.get("timings", {}).get("seed_jobs") or {}
+    if jobs.get("launcher") == "local" and (jobs.get("jobs") or 1) > 1 and env.get("cpu_count"):
+        return max(1, int(env["cpu_count"]) // int(jobs["jobs"]))
+    if jobs.get("launcher") == "slurm":
+        return (jobs.get("slurm") or {}).get("cpus_per_task")
+    return env.get("torch_threads")
+
+
+def _put(cell: dict[int, tuple[float | None, BenchmarkFolder]], method: str, metric: str, seed: int,
+         value: float | None, folder: BenchmarkFolder, tolerance: float) -> None:
     if seed not in cell:
-        cell[seed] = (value, path)
+        cell[seed] = (value, folder)
         return
     known, where = cell[seed]
     same = (known is None and value is None) or (
-        known is not None and value is not None and math.isclose(known, value, rel_tol=TOLERANCE, abs_tol=TOLERANCE))
+        known is not None and value is not None and math.isclose(known, value, rel_tol=tolerance, abs_tol=tolerance))
     if not same:
-        raise ValueError(f"{path}: {method} {metric} at seed {seed} is {value}, but {where} has {known}; the same "
-                         "seed should give the same value (another table, code version or settings?)")
+        env = [{**{k: f.document.get("environment", {}).get(k) for k in ("torch", "cpu_capability")},
+                "threads per seed": _seed_threads(f)} for f in (where, folder)]
+        raise ValueError(f"{folder.path}: {method} {metric} at seed {seed} is {value}, but {where.path} has {known} "
+                         f"(more than the tolerance {tolerance:g} apart). The same seed run alike gives the same "
+                         f"value: another table, code version or settings? Their environments: {env[1]} against "
+                         f"{env[0]}; if only threads or CPU differ, a larger --tolerance keeps the first folder's value")
 
 
 def _nan(value: float | None) -> float:
@@ -208,8 +289,8 @@ def _lowest_seed_correlations(folders: Sequence[BenchmarkFolder], seed: int,
                 correlations.setdefault(name, matrix)
     absent = [m for f in folders for m in f.correlations if m not in correlations]
     if absent:
-        log(f"note: the correlation figure shows seed {seed}; {', '.join(dict.fromkeys(absent))} "
-            f"{'was' if len(set(absent)) == 1 else 'were'} not run on it")
+        log(f"note: the correlation figure shows seed {seed}; no folder kept that seed's matrix of "
+            f"{', '.join(dict.fromkeys(absent))} (a folder keeps its first seed's)")
     return correlations
 
 

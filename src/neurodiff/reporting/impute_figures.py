@@ -77,7 +77,7 @@ CAPTIONS = {
         "(paper Figure 1)."
     ),
     "learning_curves": (
-        "Training of the diffusion models: mean training loss per epoch (seed 0 bold, other seeds thin) on the "
+        "Training of the diffusion models: mean training loss per epoch (the first seed bold, other seeds thin) on the "
         "left axis, and the validation per-feature Pearson r used for early stopping on the right axis (dashed). "
         "Red ticks on the x axis mark steps whose update was skipped by the gradient manipulation; titles count "
         "the skipped and clipped steps over all seeds."
@@ -355,7 +355,7 @@ def _learning_curves_figure(runs: Any):
         ax.set_visible(False)
     loss_colour, val_colour, skip_colour = "#1f4e9c", "#2a9d3a", "#d62728"
     for ax, (method, entries) in zip(axes.flat, curves.items()):
-        first = next((e for e in entries if e["seed"] == 0), entries[0])
+        first = min(entries, key=lambda e: e["seed"])  # seed 0 in a run of seeds 0..n; the lowest in any other
         ordered = [first, *[e for e in entries if e is not first]]
         twin = ax.twinx()
         positive = all(np.nanmin(e["loss"]) > 0 for e in entries)
@@ -394,7 +394,7 @@ def _learning_curves_figure(runs: Any):
             twin.set_yticks([])
         ax.grid(alpha=0.25, lw=0.5)
     several = any(len(entries) > 1 for entries in curves.values())
-    handles = [Line2D([], [], color=loss_colour, lw=1.6, label="epoch loss, seed 0" if several else "epoch loss")]
+    handles = [Line2D([], [], color=loss_colour, lw=1.6, label="epoch loss, first seed" if several else "epoch loss")]
     if several:
         handles.append(Line2D([], [], color=loss_colour, lw=0.8, alpha=0.35, label="other seeds"))
     handles += [Line2D([], [], color=val_colour, lw=1.4, ls="--", label="validation Pearson r (right axis)"),
