@@ -162,6 +162,17 @@ def test_tolerance_keeps_the_first_value(runs, tmp_path):
         merge_benchmarks([a, c], log=lambda _: None)
     document, _, _ = merge_benchmarks([a, c], log=lambda _: None, tolerance=0.01)
     assert document["methods"]["reference"]["auroc_stroke_all_first"]["values"][0] == value
+    # every two folders must agree, so the order cannot decide: value, +0.8 %, +1.6 % at a tolerance of 1 %
+    import copy
+    import itertools
+
+    b = copy.deepcopy(c)
+    b.path = root / "b-copy"
+    b.document["methods"]["reference"]["auroc_stroke_all_first"]["values"][0] = value * 1.016
+    cell[0] = value * 1.008
+    for order in itertools.permutations([a, c, b]):
+        with pytest.raises(ValueError, match="more than the tolerance 0.01 apart"):
+            merge_benchmarks(order, log=lambda _: None, tolerance=0.01)
     other = tmp_path / "c"  # and from the command line
     shutil.copytree(root / "c", other)
     (other / "results.json").write_text(json.dumps(c.document))
@@ -215,10 +226,30 @@ def test_device_may_differ_and_environments_are_named(runs):
     assert document["seeds"] == [0, 1, 2]
     assert any(line.startswith("note: the folders ran with different torch threads per seed") and ": 64" in line
                for line in lines), lines
+    assert any(line.startswith("note: the folders ran on different devices") for line in lines), lines
+    assert document["config"]["device"] == "mixed (cpu, cuda)"
+    assert [m["device"] for m in document["timings"]["merged_from"]] == ["cpu", "cuda"]
     b.document["timings"]["seed_jobs"] = {"launcher": "local", "jobs": 64}  # 64 workers of 1 thread each
     a.document["environment"]["torch_threads"] = 1
     lines.clear()
-    merge_benchmarks([a, b], log=lines.append)
+    document, _, _ = merge_benchmarks([a, b], log=lines.append)
+    assert not any("threads" in line for line in lines), lines
+    assert document["timings"]["threads_per_seed"] == 1  # a merged folder keeps what its seeds trained with
+
+
+def test_a_merged_folder_keeps_its_threads_per_seed(runs, tmp_path):
+    """Merged again, a merged folder counts the threads its seeds trained with, not its first folder's process."""
+    root, _, _ = runs
+    assert _merge(root / "a", root / "b", out=tmp_path / "ab").exit_code == 0
+    merged = json.loads((tmp_path / "ab" / "results.json").read_text())
+    merged["timings"]["threads_per_seed"] = 7
+    merged["environment"]["torch_threads"] = 99
+    (tmp_path / "ab" / "results.json").write_text(json.dumps(merged))
+    c = read_benchmark_folder(root / "c")
+    c.document["environment"]["torch_threads"] = 7
+    c.document["timings"]["seed_jobs"] = {"launcher": "local", "jobs": 1}
+    lines = []
+    merge_benchmarks([read_benchmark_folder(tmp_path / "ab"), c], log=lines.append)
     assert not any("threads" in line for line in lines), lines
 
 
@@ -231,4 +262,8 @@ def test_malformed_results_are_named(runs, tmp_path):
     (other / "results.json").write_text(json.dumps(document))
     result = _merge(root / "a", other, out=tmp_path / "m")
     assert result.exit_code == 2 and "methods.ridge.pearson_feature.values must hold one number or null per seed (1)" in result.output
+    shutil.copy(root / "b" / "results.json", other / "results.json")
+    (other / "correlations.npz").write_bytes((root / "b" / "correlations.npz").read_bytes()[:100])  # truncated
+    result = _merge(root / "a", other, out=tmp_path / "m")
+    assert result.exit_code == 2 and "correlations.npz: unreadable" in result.output, result.output
     assert not (tmp_path / "m").exists()

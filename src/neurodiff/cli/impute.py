@@ -306,9 +306,10 @@ def benchmark(
 def merge(
     folders: list[Path] = typer.Argument(..., help="The --out folders of `neurodiff impute benchmark` runs to join."),
     out: Path = typer.Option(..., "--out", help="Output folder: results.json, runs.json, report.html (absent or empty)."),
-    tolerance: float = typer.Option(1e-4, "--tolerance", help="How far apart (relative and absolute) two folders' "
-                                    "values of the same method, metric and seed may be; the first folder's is kept. "
-                                    "Runs made alike agree exactly; other threads or CPUs can move trained metrics."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="How far apart two folders' values of the same "
+                                    "method, metric and seed may be (relative or absolute, whichever is larger); the "
+                                    "first folder's is kept. Runs made alike agree exactly; other threads or CPUs can "
+                                    "move trained metrics."),
 ) -> None:
     """Join benchmark folders of the same table and settings (other seeds, other methods) into one.
 
@@ -319,7 +320,8 @@ def merge(
 
     The folders must hold the same table and the same settings apart from seeds, methods and device; a value
     two folders both hold (same method, metric and seed) must agree within --tolerance. Seeds held by one
-    folder only are not cross-checked: the merge says where the folders' versions, CPUs or threads differ.
+    folder only are not cross-checked: the merge says where the folders' devices, versions, CPU features or
+    threads per seed differ.
     Means and CIs are recomputed over the union of the seeds; a method not run on every seed is named, and
     its CI is over the seeds it ran on.
     """

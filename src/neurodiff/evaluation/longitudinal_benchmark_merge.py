@@ -11,29 +11,33 @@ What must hold, checked before anything is written:
   path); when a folder has none (written before the fingerprint was recorded), the same description for
   all; the same sizes and labels for all;
 - the same settings apart from the seeds, the methods and the device (epochs, patience, labels,
-  downstream task, ...);
+  downstream task, ...); a device that differs is noted, recorded per folder, and the merged
+  ``config.device`` reads ``mixed (...)``;
 - a value that two folders both hold (the same method, metric and seed: the method-independent
-  ``reference`` rows, a method run twice) agrees within a tolerance (1e-4 relative and absolute by
-  default; the first folder's value is kept), and so do the seed's split sizes. Runs made alike agree
-  bit for bit, so a larger difference means another table, code version or settings, and the merge
-  refuses rather than choose. Another thread count or CPU can also move a trained model's metrics;
+  ``reference`` rows, a method run twice) agrees within a tolerance (by default 1e-4 relative or
+  absolute, whichever is larger, between every two folders; the first folder's value is kept), and so do
+  the seed's split sizes. Runs made alike agree bit for bit, so a larger difference means another table,
+  code version or settings, and the merge refuses rather than choose. Another thread count or CPU can also move a trained model's metrics;
   a larger tolerance then accepts that knowingly.
 
 What is not checked: seeds that only one folder holds share no value with the others, so the merge cannot
 tell whether another code version made them. It says where the folders' environments differ (neurodiff,
-torch and numpy versions, CPU capability, GPU, torch threads per seed).
+python, torch and numpy versions, CPU capability and features, GPU, torch threads per seed).
 
 What the merged folder holds: results.json with each method's per-seed values on the union of the seeds
 (null where a method was not run on a seed, which the merge reports), its mean and 95 % CI recomputed;
 runs.json per seed; correlations.npz of the lowest seed (as a benchmark keeps its first seed's), from the
 folders that ran that seed; report.html and the figures. ``timings.merged_from`` lists each folder with its
-seeds, methods, timings and environment; ``environment`` is the first folder's.
+seeds, methods, device, threads per seed, timings and environment; ``timings.threads_per_seed`` is their
+common value (a list when they differ); ``environment`` is the first folder's.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +53,7 @@ FILES = ("results.json", "runs.json", "correlations.npz")
 # training, which the value check's tolerance allows; environment differences are reported)
 FREE_CONFIG = ("seeds", "methods", "device", "progress")
 FREE_DATA = ("splits", "fingerprint", "description")  # compared seed by seed / across all folders / see below
-ENVIRONMENT_NOTED = ("neurodiff", "python", "torch", "numpy", "cpu_capability", "cuda")
+ENVIRONMENT_NOTED = ("neurodiff", "python", "torch", "numpy", "cpu_capability", "cpu_features", "cuda")
 # how close two folders' values of the same method, metric and seed must be by default: runs made alike agree
 # bit for bit; another table or split moves values by far more; another thread count or CPU can move a
 # trained model's metrics by more than this, and then --tolerance lets the user accept it knowingly
@@ -93,7 +97,7 @@ def read_benchmark_folder(path: str | Path) -> BenchmarkFolder:
     try:
         with np.load(path / "correlations.npz") as archive:
             correlations = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"{path}/correlations.npz: unreadable ({error})") from None
     return BenchmarkFolder(path, document, runs, correlations)
 
@@ -103,6 +107,12 @@ def _check_document(where: Path, document: dict[str, Any]) -> None:
     for key, kind in (("data", dict), ("seeds", list), ("methods", dict), ("config", dict)):
         if not isinstance(document.get(key), kind):
             raise ValueError(f"{where}: no {key!r} entry (a {kind.__name__})")
+    for key in ("timings", "environment"):
+        if not isinstance(document.get(key) or {}, dict):
+            raise ValueError(f"{where}: {key!r} must be an object")
+    total = (document.get("timings") or {}).get("total_seconds")
+    if total is not None and not isinstance(total, (int, float)):
+        raise ValueError(f"{where}: timings.total_seconds must be a number, got {total!r}")
     seeds = document["seeds"]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) < len(seeds):
         raise ValueError(f"{where}: 'seeds' must be distinct integers, got {seeds}")
@@ -122,8 +132,8 @@ def merge_benchmarks(folders: Sequence[BenchmarkFolder], log: Callable[[str], No
                                                             dict[str, np.ndarray]]:
     """The merged (results.json document, runs, correlations) of `folders`; ValueError when they cannot join.
 
-    Values of the same method, metric and seed must agree within `tolerance` (relative and absolute);
-    the first folder's is kept.
+    Values of the same method, metric and seed must agree within `tolerance` (relative or absolute, whichever
+    is larger: ``math.isclose``), every two folders; the first folder's is kept.
     """
     if len(folders) < 2:
         raise ValueError("give at least two benchmark folders to merge")
@@ -139,7 +149,7 @@ def merge_benchmarks(folders: Sequence[BenchmarkFolder], log: Callable[[str], No
         _check_same_settings(first, folder)
     _note_environments(folders, log)
     seeds = sorted({s for folder in folders for s in folder.seeds})
-    cells: dict[str, dict[str, dict[int, tuple[float | None, BenchmarkFolder]]]] = {}
+    cells: dict[str, dict[str, dict[int, list[tuple[float | None, BenchmarkFolder]]]]] = {}
     covered: dict[str, set[int]] = {}
     splits: dict[int, tuple[Any, Path]] = {}
     for folder in folders:
@@ -156,7 +166,7 @@ def merge_benchmarks(folders: Sequence[BenchmarkFolder], log: Callable[[str], No
                 for seed, value in zip(folder.seeds, summary["values"]):
                     cell = cells.setdefault(method, {}).setdefault(metric, {})
                     _put(cell, method, metric, seed, value, folder, tolerance)
-    per_seed = {method: {metric: [_nan(values[seed][0]) if seed in values else math.nan for seed in seeds]
+    per_seed = {method: {metric: [_nan(values[seed][0][0]) if seed in values else math.nan for seed in seeds]
                          for metric, values in cells[method].items()}
                 for method in _method_order(cells)}
     for method, metrics in per_seed.items():
@@ -175,13 +185,24 @@ def merge_benchmarks(folders: Sequence[BenchmarkFolder], log: Callable[[str], No
     data = {k: v for k, v in first.document["data"].items() if k not in ("splits", "fingerprint")}
     fingerprint = next((f.document["data"]["fingerprint"] for f in folders if f.document["data"].get("fingerprint")), None)
     data.update({"fingerprint": fingerprint} if fingerprint else {}, splits=[splits[s][0] for s in seeds])
+    devices = list(dict.fromkeys(str(f.document["config"].get("device")) for f in folders))
+    if len(devices) > 1:
+        log("note: the folders ran on different devices: "
+            + "; ".join(f"{f.path}: {f.document['config'].get('device')}" for f in folders))
+        config["device"] = f"mixed ({', '.join(devices)})"
+    threads: list[Any] = []
+    for folder in folders:
+        if _seed_threads(folder) not in threads:  # a merged folder's may be a list: no set, no dict keys
+            threads.append(_seed_threads(folder))
     merged_from = [{"folder": str(f.path), "seeds": f.seeds, "methods": list(f.document["config"]["methods"]),
-                    "timings": f.document.get("timings", {}), "environment": f.document.get("environment", {})}
+                    "device": f.document["config"].get("device"), "threads_per_seed": _seed_threads(f),
+                    "timings": _timings(f), "environment": _environment(f)}
                    for f in folders]
-    total = sum(float(f.document.get("timings", {}).get("total_seconds") or 0.0) for f in folders)
-    document = results_document(task=TASK, data=data, seeds=seeds, per_seed=per_seed,
-                                timings={"total_seconds": total, "merged_from": merged_from}, config=config)
-    document["environment"] = first.document.get("environment", document["environment"])
+    total = sum(float(_timings(f).get("total_seconds") or 0.0) for f in folders)
+    timings = {"total_seconds": total, "threads_per_seed": threads[0] if len(threads) == 1 else threads,
+               "merged_from": merged_from}
+    document = results_document(task=TASK, data=data, seeds=seeds, per_seed=per_seed, timings=timings, config=config)
+    document["environment"] = _environment(first) or document["environment"]
     return document, _merge_runs(folders, seeds), _lowest_seed_correlations(folders, seeds[0], log)
 
 
@@ -220,40 +241,55 @@ def _note_environments(folders: Sequence[BenchmarkFolder], log: Callable[[str], 
     """Say where the folders ran differently (versions, CPU, threads, GPU): the merge cannot check that seeds in
     only one folder would come out the same elsewhere."""
     for key in (*ENVIRONMENT_NOTED, "torch threads per seed"):
-        seen = {str(f.path): _seed_threads(f) if key.endswith("per seed") else f.document.get("environment", {}).get(key)
-                for f in folders}
+        seen = {str(f.path): _seed_threads(f) if key.endswith("per seed") else _environment(f).get(key) for f in folders}
         if len({repr(v) for v in seen.values()}) > 1:
             log(f"note: the folders ran with different {key}: "
                 + "; ".join(f"{path}: {value}" for path, value in seen.items()))
 
 
-def _seed_threads(folder: BenchmarkFolder) -> int | None:
-    """The torch threads each seed trained with: the worker processes' (--jobs K: cpu_count // K; Slurm: the
-    CPUs per task), else the process's own (environment.torch_threads)."""
-    env = folder.document.get("environment", {})
-    jobs = folder.document.get("timings", {}).get("seed_jobs") or {}
-    if jobs.get("launcher") == "local" and (jobs.get("jobs") or 1) > 1 and env.get("cpu_count"):
-        return max(1, int(env["cpu_count"]) // int(jobs["jobs"]))
-    if jobs.get("launcher") == "slurm":
+def _seed_threads(folder: BenchmarkFolder) -> int | list | None:
+    """The torch threads each seed trained with: what a merged folder recorded; the worker processes' (--jobs K:
+    cpu_count // K; Slurm: the CPUs per task; submitit-local: cpu_count // the number of seeds); else the
+    process's own (environment.torch_threads)."""
+    env, timings = _environment(folder), _timings(folder)
+    if "threads_per_seed" in timings:
+        return timings["threads_per_seed"]
+    jobs = timings.get("seed_jobs") if isinstance(timings.get("seed_jobs"), dict) else {}
+    launcher, cpus = jobs.get("launcher"), env.get("cpu_count")
+    if launcher == "local" and (jobs.get("jobs") or 1) > 1 and cpus:
+        return max(1, int(cpus) // int(jobs["jobs"]))
+    if launcher == "slurm":
         return (jobs.get("slurm") or {}).get("cpus_per_task")
+    if launcher == "submitit-local" and cpus:
+        return max(1, int(cpus) // len(folder.seeds))
     return env.get("torch_threads")
 
 
-def _put(cell: dict[int, tuple[float | None, BenchmarkFolder]], method: str, metric: str, seed: int,
+def _environment(folder: BenchmarkFolder) -> dict[str, Any]:
+    return folder.document.get("environment") or {}
+
+
+def _timings(folder: BenchmarkFolder) -> dict[str, Any]:
+    return folder.document.get("timings") or {}
+
+
+def _put(cell: dict[int, list[tuple[float | None, BenchmarkFolder]]], method: str, metric: str, seed: int,
          value: float | None, folder: BenchmarkFolder, tolerance: float) -> None:
-    if seed not in cell:
-        cell[seed] = (value, folder)
-        return
-    known, where = cell[seed]
-    same = (known is None and value is None) or (
-        known is not None and value is not None and math.isclose(known, value, rel_tol=tolerance, abs_tol=tolerance))
-    if not same:
-        env = [{**{k: f.document.get("environment", {}).get(k) for k in ("torch", "cpu_capability")},
-                "threads per seed": _seed_threads(f)} for f in (where, folder)]
-        raise ValueError(f"{folder.path}: {method} {metric} at seed {seed} is {value}, but {where.path} has {known} "
-                         f"(more than the tolerance {tolerance:g} apart). The same seed run alike gives the same "
-                         f"value: another table, code version or settings? Their environments: {env[1]} against "
-                         f"{env[0]}; if only threads or CPU differ, a larger --tolerance keeps the first folder's value")
+    """Add a folder's value of (method, metric, seed); it must agree with every value already there (each pair,
+    so that the order of the folders does not matter). The first folder's value is the one kept."""
+    for known, where in cell.get(seed, []):
+        same = (known is None and value is None) or (
+            known is not None and value is not None
+            and math.isclose(known, value, rel_tol=tolerance, abs_tol=tolerance))
+        if not same:
+            env = [{**{k: _environment(f).get(k) for k in ("torch", "cpu_capability")},
+                    "threads per seed": _seed_threads(f)} for f in (where, folder)]
+            raise ValueError(f"{folder.path}: {method} {metric} at seed {seed} is {value}, but {where.path} has "
+                             f"{known} (more than the tolerance {tolerance:g} apart). The same seed run alike gives "
+                             f"the same value: another table, code version or settings? Their environments: {env[1]} "
+                             f"against {env[0]}; if only threads or CPU differ, a larger --tolerance keeps the first "
+                             "folder's value")
+    cell.setdefault(seed, []).append((value, folder))
 
 
 def _nan(value: float | None) -> float:
