@@ -169,7 +169,7 @@ def merge_benchmarks(folders: Sequence[BenchmarkFolder], log: Callable[[str], No
     per_seed = {method: {metric: [_nan(values[seed][0][0]) if seed in values else math.nan for seed in seeds]
                          for metric, values in cells[method].items()}
                 for method in _method_order(cells)}
-    for method, metrics in per_seed.items():
+    for method in per_seed:
         lacking = [s for s in seeds if s not in covered[method]]
         if lacking:
             ran = len(seeds) - len(lacking)
@@ -306,7 +306,7 @@ def _method_order(methods: dict[str, Any]) -> list[str]:
 
 def _merge_runs(folders: Sequence[BenchmarkFolder], seeds: list[int]) -> list[dict[str, Any]]:
     """runs.json per seed: every folder's training histories of that seed (the first folder's where two
-    trained the same method on it, whose values were checked equal)."""
+    trained the same method on it, whose values were checked to agree within the tolerance)."""
     merged: dict[int, dict[str, Any]] = {seed: {"seed": seed} for seed in seeds}
     for folder in folders:
         for run in folder.runs:
