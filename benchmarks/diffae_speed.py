@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from neurodiff.diffusion import Diffusion
 from neurodiff.nets.diffae_unet import DiffAEUNet
 from neurodiff.reporting.results import environment, write_results
+from neurodiff.training.cpu_allocator import keep_freed_memory
 from neurodiff.training.trainer import cpu_has_native_bf16
 
 PARTS = ("throughput", "memory", "reconstruction")
@@ -249,12 +250,12 @@ def memory_child(name: str, size: int, batch: int, device: torch.device, steps: 
     print(MEMORY_MARK + json.dumps(result), flush=True)
 
 
-def memory(size: int, batch: int, device: str, steps: int, threads: int | None) -> dict:
+def memory(size: int, batch: int, device: str, steps: int, threads: int | None, malloc: str = "keep") -> dict:
     out = {}
     for name in NETWORKS:
         print(f"memory: {name}, {size}x{size}, batch {batch}, fresh subprocess ...", flush=True)
         command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", name, "--memory-size", str(size),
-                   "--batch", str(batch), "--device", device, "--memory-steps", str(steps)]
+                   "--batch", str(batch), "--device", device, "--memory-steps", str(steps), "--malloc", malloc]
         if threads:
             command += ["--threads", str(threads)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -394,6 +395,9 @@ def main() -> None:
     parser.add_argument("--bf16", choices=("auto", "always", "never"), default="auto",
                         help="throughput in bf16 autocast too: auto = on CUDA, or on a CPU with native bf16 "
                              "(AVX-512 BF16 or AMX); emulated bf16 measures the emulation, slowly")
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep: glibc keeps freed memory in the process, as the neurodiff command does "
+                             "(neurodiff.training.cpu_allocator); default: glibc's own thresholds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--quiet-wait", type=float, default=None,
                         help="CPU: before each timed block and before training, wait up to this many seconds until "
@@ -403,6 +407,8 @@ def main() -> None:
                              "it already holds that were not run now")
     parser.add_argument("--memory-child", choices=NETWORKS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.malloc == "keep":
+        keep_freed_memory()  # before any tensor is allocated; environment() records it
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -464,7 +470,7 @@ def main() -> None:
         results["throughput"]["seconds"] = time.perf_counter() - t0
     if "memory" in parts:
         t0 = time.perf_counter()
-        results["memory"] = memory(args.memory_size, args.batch, args.device, args.memory_steps, args.threads)
+        results["memory"] = memory(args.memory_size, args.batch, args.device, args.memory_steps, args.threads, args.malloc)
         results["memory"]["seconds"] = time.perf_counter() - t0
     if "reconstruction" in parts:
         t0 = time.perf_counter()

@@ -28,6 +28,7 @@ from neurodiff.evaluation.imputation import pearson_feature
 from neurodiff.methods.longitudinal import SecondGram
 from neurodiff.nets import MLPUNet
 from neurodiff.reporting.results import environment, write_results
+from neurodiff.training.cpu_allocator import keep_freed_memory
 from neurodiff.training import TensorData, Trainer
 from neurodiff.training.trainer import cpu_has_native_bf16
 from neurodiff.training.data import epoch_order, iterate_batches
@@ -122,12 +123,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/secondgram_speed"))
     parser.add_argument("--quality-epochs", type=int, default=30)
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep: glibc keeps freed memory in the process, as the neurodiff command does "
+                             "(neurodiff.training.cpu_allocator); default: glibc's own thresholds")
     parser.add_argument("--repeats", type=int, default=3,
                         help="epoch measurements per precision; the run with the median epoch time is reported")
     parser.add_argument("--bf16", choices=("auto", "always", "never"), default="auto",
                         help="measure bf16 autocast: auto = only on a CPU with native bf16 (AVX-512 BF16 or AMX); "
                              "emulated bf16 on an AVX2 CPU took 277 s per epoch against 16 s in fp32")
     args = parser.parse_args()
+    if args.malloc == "keep":
+        keep_freed_memory()  # before any tensor is allocated; environment() records it
     native = cpu_has_native_bf16()
     precisions = ("fp32", "bf16") if args.bf16 == "always" or (args.bf16 == "auto" and native is not False) \
         else ("fp32",)

@@ -16,6 +16,7 @@ from neurodiff.cli import demo as demo_cmd
 from neurodiff.cli import harmonize, impute, normative
 from neurodiff.cli import preprocess as preprocess_cmd
 from neurodiff.cli import synth
+from neurodiff.training.cpu_allocator import keep_freed_memory
 
 app = typer.Typer(
     name="neurodiff",
@@ -71,6 +72,7 @@ def _check_torchrun(argv: list[str]) -> None:
 
 def main() -> None:
     _check_torchrun(sys.argv[1:])
+    keep_freed_memory()  # CPU training: no page faults on every step's activations (training/cpu_allocator.py)
     try:
         app()
     except OSError as error:
