@@ -70,7 +70,7 @@ def environment() -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_features": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma"))),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        # glibc's mmap / trim thresholds change CPU training speed by 10-25 % (training/cpu_allocator.py)
+        # glibc's mmap / trim thresholds change CPU training speed by up to ~10 % (training/cpu_allocator.py)
         "malloc": cpu_allocator.describe(),
     }
     return env
