@@ -34,7 +34,7 @@ TRIM_THRESHOLD = 1 << 30
 USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 OPT_OUT = "NEURODIFF_KEEP_FREED_MEMORY"
 
-_applied: str | None = None
+_applied = False
 
 
 def keep_freed_memory() -> str:
@@ -43,8 +43,8 @@ def keep_freed_memory() -> str:
     Returns "applied" (now or by an earlier call), or why nothing was changed.
     """
     global _applied
-    if _applied is not None:
-        return _applied
+    if _applied:
+        return "applied"
     if os.environ.get(OPT_OUT, "").strip() == "0":
         return f"not applied: {OPT_OUT}=0"
     if user_set := [v for v in USER_VARIABLES if v in os.environ]:
@@ -65,13 +65,13 @@ def keep_freed_memory() -> str:
     # processes started from this one (parallel seeds, the benchmarks' memory probes) get the same
     # settings from glibc itself, which reads these variables at start-up
     os.environ.update({"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)})
-    _applied = "applied"
-    return _applied
+    _applied = True
+    return "applied"
 
 
 def describe() -> str:
     """How this process's malloc thresholds were set, for a results file's environment."""
-    if _applied is not None:
+    if _applied:
         return f"neurodiff: mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB"
     if user_set := {v: os.environ[v] for v in USER_VARIABLES if v in os.environ}:
         return "from the environment: " + ", ".join(f"{k}={v}" for k, v in user_set.items())
