@@ -105,7 +105,7 @@ def test_the_same_table_from_another_path_merges(runs, tmp_path):
     (lambda d: d["methods"]["reference"]["auroc_stroke_all_first"]["values"].__setitem__(0, 0.123),
      "reference auroc_stroke_all_first at seed 0 is 0.123"),
     (lambda d: d["data"]["splits"][0].update(n_test=1), "seed 0's split is"),
-    (lambda d: d.update(task="harmonization"), "not an imputation benchmark"),
+    (lambda d: d.update(task="harmonization"), "not an output folder of `neurodiff impute benchmark`"),
 ])
 def test_other_benchmarks_are_refused_and_nothing_written(runs, tmp_path, change, message):
     root, _, _ = runs

@@ -1,4 +1,4 @@
-"""`neurodiff harmonize fit|apply|benchmark`: DDAE multi-site harmonisation."""
+"""`neurodiff harmonize fit|apply|benchmark|merge`: DDAE multi-site harmonisation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from neurodiff.cli import seed_options
+from neurodiff.cli.benchmark_merge import TOLERANCE, check_first_seed, first_seed_option, merge_image_benchmark_folders
 from neurodiff.cli.out_folder import check_out_folder
 from neurodiff.cli.volumes import quick_preset as _preset
 from neurodiff.cli.volumes import slices_only as _slices_only
@@ -136,6 +137,7 @@ def benchmark(
     manifest: Path = typer.Option(None, "--manifest", help="Image-cohort manifest; default: the embedded synthetic "
                                   "cohort with travelling subjects."),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (splits, initialisations)."),
+    first_seed: int = first_seed_option("harmonize"),
     quick: bool = typer.Option(False, "--quick", help="The quick DDAE preset, short baseline training and (without "
                                "--manifest) the quick cohort at 32×32: CPU minutes per method and seed."),
     methods: str = typer.Option(None, "--methods", help="Comma-separated subset of: ddae, ddae_adversarial, combat, "
@@ -167,12 +169,16 @@ def benchmark(
 
     Seeds as a Slurm job array (from a login node; job logs end up in OUT/job-logs):
       neurodiff harmonize benchmark --seeds 5 --jobs 5 --launcher slurm --slurm-gpus 1 --device cuda --out harmonize-benchmark
+
+    Two more seeds later, joined with the first run:
+      neurodiff harmonize benchmark --quick --first-seed 2 --seeds 2 --out harmonize-benchmark-more
+      neurodiff harmonize merge harmonize-benchmark harmonize-benchmark-more --out harmonize-benchmark-4
     """
     import tempfile
     import time
 
     from neurodiff.atomic import atomic_dir, write_json, write_text
-    from neurodiff.data.image_manifest import load_images, read_manifest
+    from neurodiff.data.image_manifest import cohort_fingerprint, load_images, read_manifest
     from neurodiff.evaluation.harmonization_benchmark import (
         ALL_METHODS,
         HarmonizeBenchmarkConfig,
@@ -188,10 +194,11 @@ def benchmark(
         check_out_folder(out)
         if seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        check_first_seed(first_seed)
         parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,
                                           slurm_mem)
         factory = HarmonizeBenchmarkConfig.quick if quick else HarmonizeBenchmarkConfig
-        params = dict(seeds=tuple(range(seeds)), target_site=target_site, device=device,
+        params = dict(seeds=tuple(range(first_seed, first_seed + seeds)), target_site=target_site, device=device,
                       methods=tuple(m.strip() for m in methods.split(",")) if methods else ALL_METHODS)
         if steps is not None:
             params["ddae_steps"] = steps
@@ -236,7 +243,8 @@ def benchmark(
         document = results_document(
             task="harmonization",
             data={"description": description, "images": len(frame), "sites": sorted(frame["site"].astype(str).unique()),
-                  "image_shape": list(images.shape[1:]), "splits": result["sizes"]},
+                  "image_shape": list(images.shape[1:]), "fingerprint": cohort_fingerprint(frame, images),
+                  "splits": result["sizes"]},
             seeds=list(config.seeds), per_seed=result["per_seed"],
             timings={"total_seconds": time.perf_counter() - started, "training": result["training"],
                      "throughput": speed, "seed_jobs": parallel.summary(seeds)},
@@ -250,3 +258,29 @@ def benchmark(
     except (ValueError, FileNotFoundError, FileExistsError, SeedJobError) as error:
         _fail(error)
     typer.echo(f"Wrote {out}/results.json, report.html and {len(figures)} figures")
+
+
+@app.command("merge")
+def merge(
+    folders: list[Path] = typer.Argument(..., help="The --out folders of `neurodiff harmonize benchmark` runs to join."),
+    out: Path = typer.Option(..., "--out", help="Output folder: results.json, report.html, figures (absent or empty)."),
+    tolerance: float = TOLERANCE,
+) -> None:
+    """Join benchmark folders of the same cohort and settings (other seeds, other methods) into one.
+
+    Example: seeds 0-2, then seeds 3-4 of the same benchmark, then one report of all five:
+      neurodiff harmonize benchmark --quick --seeds 3 --out run-a
+      neurodiff harmonize benchmark --quick --first-seed 3 --seeds 2 --out run-b
+      neurodiff harmonize merge run-a run-b --out run-ab
+
+    The folders must hold the same cohort (the same images and manifest values, from any folder) and the same
+    settings apart from seeds, methods and device; a value two folders both hold (same method, metric and seed)
+    must agree within --tolerance. Seeds held by one folder only are not cross-checked: the merge says where the
+    folders' devices, versions, CPU features or threads per seed differ. Means and CIs are recomputed over the
+    union of the seeds; a method not run on every seed is named, and its CI is over the seeds it ran on. The
+    metric bars are drawn again; the other figures show the lowest seed, from the folder that began there.
+    """
+    try:
+        merge_image_benchmark_folders("harmonize", folders, out, tolerance)
+    except (ValueError, OSError) as error:
+        _fail(error)

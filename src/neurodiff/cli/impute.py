@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from neurodiff.cli import seed_options
+from neurodiff.cli.benchmark_merge import TOLERANCE, check_first_seed, first_seed_option
 from neurodiff.cli.out_folder import check_out_folder
 
 app = typer.Typer(
@@ -186,8 +187,7 @@ def benchmark(
     data: Path = typer.Option(None, "--data", help="Long-format table; default: the embedded synthetic cohort "
                               "(parkinsonism and stroke raised to 15 % so that held-out subjects hold cases)."),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (splits, initialisations)."),
-    first_seed: int = typer.Option(0, "--first-seed", help="The first seed: --first-seed 3 --seeds 2 runs seeds 3 "
-                                   "and 4, to extend an earlier run (join the folders with `neurodiff impute merge`)."),
+    first_seed: int = first_seed_option("impute"),
     quick: bool = typer.Option(False, "--quick", help="Short training (CPU minutes per method and seed) and the --quick cohort."),
     labels: str = typer.Option(None, "--labels", help="Conditioning labels (default for the embedded cohort: all 14)."),
     exclude: str = typer.Option(None, "--exclude", help="Numeric columns that are neither labels nor features."),
@@ -239,8 +239,7 @@ def benchmark(
         check_out_folder(out)
         if seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
-        if first_seed < 0:
-            raise ValueError(f"--first-seed must be 0 or more, got {first_seed}")
+        check_first_seed(first_seed)
         parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,
                                           slurm_mem)
         if data is None:
@@ -306,10 +305,7 @@ def benchmark(
 def merge(
     folders: list[Path] = typer.Argument(..., help="The --out folders of `neurodiff impute benchmark` runs to join."),
     out: Path = typer.Option(..., "--out", help="Output folder: results.json, runs.json, report.html (absent or empty)."),
-    tolerance: float = typer.Option(1e-4, "--tolerance", help="How far apart two folders' values of the same "
-                                    "method, metric and seed may be (relative or absolute, whichever is larger); the "
-                                    "first folder's is kept. Runs made alike agree exactly; other threads or CPUs can "
-                                    "move trained metrics."),
+    tolerance: float = TOLERANCE,
 ) -> None:
     """Join benchmark folders of the same table and settings (other seeds, other methods) into one.
 

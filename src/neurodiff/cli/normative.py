@@ -1,4 +1,4 @@
-"""`neurodiff normative fit|score|survival|benchmark`: NDA normative modelling and survival analysis."""
+"""`neurodiff normative fit|score|survival|benchmark|merge`: NDA normative modelling and survival analysis."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from neurodiff.cli import seed_options
+from neurodiff.cli.benchmark_merge import TOLERANCE, check_first_seed, first_seed_option, merge_image_benchmark_folders
 from neurodiff.cli.out_folder import check_out_folder
 from neurodiff.cli.volumes import quick_preset as _preset
 from neurodiff.cli.volumes import slices_only as _slices_only
@@ -271,6 +272,7 @@ def benchmark(
     manifest: Path = typer.Option(None, "--manifest", help="Image-cohort manifest with controls and patients "
                                   "(group, age, sex, time, event); default: the embedded synthetic cohort."),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (control splits, initialisations)."),
+    first_seed: int = first_seed_option("normative"),
     quick: bool = typer.Option(False, "--quick", help="The quick NDA preset, short cVAE training and (without "
                                "--manifest) the quick cohort at 32×32 with 200 patients: CPU minutes per seed."),
     methods: str = typer.Option(None, "--methods", help="Comma-separated subset of: nda, nda_mahalanobis, "
@@ -296,12 +298,16 @@ def benchmark(
 
     Seeds as a Slurm job array (from a login node; job logs end up in OUT/job-logs):
       neurodiff normative benchmark --seeds 5 --jobs 5 --launcher slurm --slurm-gpus 1 --device cuda --out normative-benchmark
+
+    Two more seeds later, joined with the first run:
+      neurodiff normative benchmark --quick --first-seed 2 --seeds 2 --out normative-benchmark-more
+      neurodiff normative merge normative-benchmark normative-benchmark-more --out normative-benchmark-4
     """
     import tempfile
     import time
 
     from neurodiff.atomic import atomic_dir, write_json, write_text
-    from neurodiff.data.image_manifest import load_images, read_manifest
+    from neurodiff.data.image_manifest import cohort_fingerprint, load_images, read_manifest
     from neurodiff.evaluation.normative_benchmark import (
         ALL_METHODS,
         NormativeBenchmarkConfig,
@@ -316,6 +322,7 @@ def benchmark(
         check_out_folder(out)
         if seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        check_first_seed(first_seed)
         parallel = seed_options.seed_jobs(out, jobs, launcher, slurm_partition, slurm_time, slurm_cpus, slurm_gpus,
                                           slurm_mem)
         with tempfile.TemporaryDirectory(prefix="neurodiff-normative-") as scratch:
@@ -340,7 +347,7 @@ def benchmark(
             _slices_only(manifest_path, "normative", "the cVAE baseline")
             images, affines = load_images(frame, progress=True)
         factory = NormativeBenchmarkConfig.quick if quick else NormativeBenchmarkConfig
-        params = dict(seeds=tuple(range(seeds)), device=device,
+        params = dict(seeds=tuple(range(first_seed, first_seed + seeds)), device=device,
                       methods=tuple(m.strip() for m in methods.split(",")) if methods else ALL_METHODS)
         if steps is not None:
             params["nda_steps"] = steps
@@ -353,7 +360,7 @@ def benchmark(
         document = results_document(
             task="normative",
             data={"description": description, "images": len(frame), "image_shape": list(images.shape[1:]),
-                  "splits": result["sizes"]},
+                  "fingerprint": cohort_fingerprint(frame, images), "splits": result["sizes"]},
             seeds=list(config.seeds), per_seed=result["per_seed"],
             timings={"total_seconds": time.perf_counter() - started, "training": result["training"],
                      "seed_jobs": parallel.summary(seeds)},
@@ -368,3 +375,30 @@ def benchmark(
     except (ValueError, FileNotFoundError, FileExistsError, SeedJobError) as error:
         _fail(error)
     typer.echo(f"Wrote {out}/results.json, report.html and {len(figures)} figures")
+
+
+@app.command("merge")
+def merge(
+    folders: list[Path] = typer.Argument(..., help="The --out folders of `neurodiff normative benchmark` runs to join."),
+    out: Path = typer.Option(..., "--out", help="Output folder: results.json, report.html, figures (absent or empty)."),
+    tolerance: float = TOLERANCE,
+) -> None:
+    """Join benchmark folders of the same cohort and settings (other seeds, other methods) into one.
+
+    Example: seeds 0-2, then seeds 3-4 of the same benchmark, then one report of all five:
+      neurodiff normative benchmark --quick --seeds 3 --out run-a
+      neurodiff normative benchmark --quick --first-seed 3 --seeds 2 --out run-b
+      neurodiff normative merge run-a run-b --out run-ab
+
+    The folders must hold the same cohort (the same images and manifest values, from any folder) and the same
+    settings apart from seeds, methods and device; a value two folders both hold (same method, metric and seed,
+    and each seed's Cox CI) must agree within --tolerance. Seeds held by one folder only are not cross-checked:
+    the merge says where the folders' devices, versions, CPU features or threads per seed differ. Means and CIs
+    are recomputed over the union of the seeds; a method not run on every seed is named, and its CI is over the
+    seeds it ran on. The metric bars are drawn again; the other figures show the lowest seed, from the folder
+    that began there.
+    """
+    try:
+        merge_image_benchmark_folders("normative", folders, out, tolerance)
+    except (ValueError, OSError) as error:
+        _fail(error)

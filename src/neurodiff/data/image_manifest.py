@@ -94,6 +94,23 @@ def read_manifest(
     return frame
 
 
+def cohort_fingerprint(frame: pd.DataFrame, images: np.ndarray) -> str:
+    """SHA-256 of the images and of the manifest's columns other than file paths (any column whose name ends
+    in ``path``: ``path``, ``volume_path`` and the ``resolved_path`` :func:`read_manifest` adds): equal for the
+    same cohort read twice or from another folder, different when any image, value, row order or column
+    differs (``harmonize merge`` and ``normative merge`` check it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for column in sorted(c for c in frame.columns if not str(c).endswith("path")):
+        digest.update(f"{column}\x1e".encode())
+        digest.update("\x1f".join(frame[column].astype(str)).encode())
+    data = np.ascontiguousarray(images, dtype=np.float32)
+    digest.update(str(data.shape).encode())
+    digest.update(data.tobytes())
+    return digest.hexdigest()
+
+
 def missing_manifest_message(path: Path) -> str:
     """What to do when a manifest is not where the user said: a folder given instead of its CSV, a
     typo, or no manifest yet."""

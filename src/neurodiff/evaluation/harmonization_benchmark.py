@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -368,26 +369,14 @@ def harmonize_figures(document: dict[str, Any], first: dict[str, Any], out_dir) 
     import matplotlib.pyplot as plt
 
     from neurodiff.reporting.figure_guard import draw_or_warn
-    from neurodiff.reporting.harmonization_figures import (
-        image_grid,
-        latent_umap,
-        metric_bars,
-    )
+    from neurodiff.reporting.harmonization_figures import image_grid, latent_umap
 
-    files: dict[str, str] = {}
+    files = metrics_figure(document, out_dir)
 
     def save(fig, name: str) -> None:
         fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
         files[name.removesuffix(".png")] = name
-
-    metrics = [m for m in ("site_accuracy", "age_mae_transfer", "sex_auroc_transfer", "age_mae", "sex_auroc",
-                           "age_injection", "sex_injection", "frechet", "within_site_variability", "ssim", "psnr",
-                           "mae")
-               if any(m in v for v in document["methods"].values())]
-    draw_or_warn("metrics.png", lambda: save(metric_bars(document, metrics, unranked=("raw",),  # raw: not a method
-                                                         unranked_per_metric=gamed_per_metric(document["methods"])),
-                                             "metrics.png"))
 
     def umap(method: str, latents: np.ndarray, sites: np.ndarray) -> None:
         fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -405,6 +394,34 @@ def harmonize_figures(document: dict[str, Any], first: dict[str, Any], out_dir) 
     for method, latents in (first.get("extras") or {}).get("latents", {}).items():
         draw_or_warn(f"umap_{method}.png", partial(umap, method, latents, sites))
     draw_or_warn("examples.png", partial(examples, sites))
+    return files
+
+
+def metrics_figure(document: dict[str, Any], out_dir) -> dict[str, str]:
+    """metrics.png into `out_dir`: bars of the main metrics, mean ± CI per method ({"metrics": file}, or {}
+    when it could not be drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from neurodiff.reporting.figure_guard import draw_or_warn
+    from neurodiff.reporting.harmonization_figures import metric_bars
+
+    files: dict[str, str] = {}
+    metrics = [m for m in ("site_accuracy", "age_mae_transfer", "sex_auroc_transfer", "age_mae", "sex_auroc",
+                           "age_injection", "sex_injection", "frechet", "within_site_variability", "ssim", "psnr",
+                           "mae")
+               if any(m in v for v in document["methods"].values())]
+
+    def draw() -> None:
+        fig = metric_bars(document, metrics, unranked=("raw",),  # raw: not a method
+                          unranked_per_metric=gamed_per_metric(document["methods"]))
+        fig.savefig(Path(out_dir) / "metrics.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        files["metrics"] = "metrics.png"
+
+    draw_or_warn("metrics.png", draw)
     return files
 
 

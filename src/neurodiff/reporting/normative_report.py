@@ -40,14 +40,8 @@ def _grid(n: int, max_cols: int = 4, size: tuple[float, float] = (4.0, 3.3)):
 def normative_figures(document: dict[str, Any], first: dict[str, Any], out_dir: Path) -> dict[str, str]:
     """PNG figures into `out_dir` (name → file): metric bars, Kaplan–Meier per method, score
     distributions of controls vs patients, scores vs planted severity, NDA deviation maps."""
-    from neurodiff.evaluation.normative_benchmark import (
-        HIGHER_IS_BETTER,
-        HIGHER_IS_NORMAL,
-        ORACLE,
-        SEVERITY,
-    )
+    from neurodiff.evaluation.normative_benchmark import HIGHER_IS_NORMAL, SEVERITY
     from neurodiff.reporting.figure_guard import draw_or_warn
-    from neurodiff.reporting.harmonization_figures import metric_bars
     from neurodiff.reporting.survival_figures import (
         plot_kaplan_meier,
         plot_score_distributions,
@@ -55,17 +49,13 @@ def normative_figures(document: dict[str, Any], first: dict[str, Any], out_dir: 
 
     plt = _pyplot()
     out_dir = Path(out_dir)
-    files: dict[str, str] = {}
+    files = metrics_figure(document, out_dir)
 
     def save(fig, name: str) -> None:
         fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
         files[name.removesuffix(".png")] = name
 
-    metrics = [m for m in ("c_index_expected", "hr_per_sd", "auroc_patients", "spearman_severity")
-               if any(m in v for v in document["methods"].values())]
-    draw_or_warn("metrics.png", lambda: save(
-        metric_bars(document, metrics, higher_is_better=HIGHER_IS_BETTER, unranked=(ORACLE,)), "metrics.png"))
     methods = list(first.get("analyses", {}))
 
     def kaplan_meier() -> None:
@@ -101,6 +91,28 @@ def normative_figures(document: dict[str, Any], first: dict[str, Any], out_dir: 
         draw_or_warn("score_vs_severity.png", score_vs_severity)
     if first.get("deviation"):
         draw_or_warn("deviation_maps.png", lambda: save(deviation_figure(first["deviation"]), "deviation_maps.png"))
+    return files
+
+
+def metrics_figure(document: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """metrics.png into `out_dir`: bars of the main metrics, mean ± CI per method ({"metrics": file}, or {}
+    when it could not be drawn)."""
+    from neurodiff.evaluation.normative_benchmark import HIGHER_IS_BETTER, ORACLE
+    from neurodiff.reporting.figure_guard import draw_or_warn
+    from neurodiff.reporting.harmonization_figures import metric_bars
+
+    plt = _pyplot()
+    files: dict[str, str] = {}
+    metrics = [m for m in ("c_index_expected", "hr_per_sd", "auroc_patients", "spearman_severity")
+               if any(m in v for v in document["methods"].values())]
+
+    def draw() -> None:
+        fig = metric_bars(document, metrics, higher_is_better=HIGHER_IS_BETTER, unranked=(ORACLE,))
+        fig.savefig(Path(out_dir) / "metrics.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        files["metrics"] = "metrics.png"
+
+    draw_or_warn("metrics.png", draw)
     return files
 
 
@@ -162,8 +174,10 @@ def report_html(document: dict[str, Any], figures: dict[str, str]) -> str:
     parts.append(_hr_per_unit_table(methods))
     training = document.get("timings", {}).get("training", [])
     if training:
-        rows = "".join(f"<tr><th>{html.escape(m)}</th><td>{np.mean([t[m]['fit_seconds'] for t in training]):.1f}</td>"
-                       "</tr>" for m in training[0] if m != "seed")
+        # a merged benchmark may have run a method on some seeds only
+        timed = dict.fromkeys(m for t in training for m in t if m != "seed")
+        rows = "".join(f"<tr><th>{html.escape(m)}</th><td>"
+                       f"{np.mean([t[m]['fit_seconds'] for t in training if m in t]):.1f}</td></tr>" for m in timed)
         parts.append("<table><caption>Training seconds (mean over seeds; nda_mahalanobis reuses nda's model)"
                      f"</caption><thead><tr><th>method</th><th>fit s</th></tr></thead><tbody>{rows}</tbody></table>")
     parts.append(_figures_html(figures))
