@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from neurodiff.cli import app
 
 runner = CliRunner()
-HARMONIZE = ["harmonize", "benchmark", "--no-timing", "--methods", "raw,combat"]
+HARMONIZE = ["harmonize", "benchmark", "--no-timing", "--quick", "--steps", "2", "--methods", "raw,combat"]
 NORMATIVE = ["normative", "benchmark", "--quick", "--methods", "regression_z,brain_age_gap"]
 
 
@@ -86,7 +86,7 @@ def test_harmonize_the_same_cohort_elsewhere_merges_and_another_cohort_is_refuse
 def test_harmonize_overlapping_seeds_must_agree_and_other_settings_are_refused(harmonize_runs, tmp_path):
     root, manifest, _ = harmonize_runs
     raw_only = tmp_path / "raw"
-    _bench(["harmonize", "benchmark", "--no-timing", "--methods", "raw"], manifest, raw_only, "--seeds", "2")
+    _bench([*HARMONIZE[:-1], "raw"], manifest, raw_only, "--seeds", "2")
     result = _merge("harmonize", root / "a", raw_only, out=tmp_path / "ok")
     assert result.exit_code == 0, result.output  # raw at seed 0 in both: the same values
     assert "note: combat was not run on seed 1: its mean and CI are over 1 seed" in result.output
@@ -103,6 +103,31 @@ def test_harmonize_overlapping_seeds_must_agree_and_other_settings_are_refused(h
     result = _merge("harmonize", root / "a", tmp_path / "site1", out=tmp_path / "no")
     assert result.exit_code == 2 and "target_site" in result.output and "other settings" in result.output
     assert not (tmp_path / "no").exists()
+
+
+def test_harmonize_timing_is_not_checked_and_figures_come_from_every_folder_at_the_lowest_seed(harmonize_runs,
+                                                                                               tmp_path):
+    root, manifest, _ = harmonize_runs
+    ddae = tmp_path / "ddae"
+    _bench([*HARMONIZE[:-1], "ddae"], manifest, ddae, "--seeds", "1")  # the same settings, another method
+    # the same run again differs only in its wall-clock images_per_second, which is not checked
+    again = tmp_path / "again"
+    shutil.copytree(ddae, again)
+    document = json.loads((again / "results.json").read_text())
+    document["methods"]["ddae"]["images_per_second"]["values"][0] *= 2
+    (again / "results.json").write_text(json.dumps(document))
+    result = _merge("harmonize", ddae, again, out=tmp_path / "twice")
+    assert result.exit_code == 0, result.output
+    merged = json.loads((tmp_path / "twice" / "results.json").read_text())
+    first = json.loads((ddae / "results.json").read_text())
+    assert merged["methods"]["ddae"]["images_per_second"]["values"] == first["methods"]["ddae"]["images_per_second"]["values"]
+
+    # raw + ComBat and DDAE, both from seed 0: DDAE's latent map joins the other folder's figures
+    result = _merge("harmonize", ddae, root / "a", out=tmp_path / "both")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "both" / "umap_ddae.png").read_bytes() == (ddae / "umap_ddae.png").read_bytes()
+    assert (tmp_path / "both" / "examples.png").read_bytes() == (root / "a" / "examples.png").read_bytes()
+    assert "umap_ddae.png" in (tmp_path / "both" / "report.html").read_text()
 
 
 def test_a_benchmark_of_another_kind_and_a_bad_first_seed_are_refused(harmonize_runs, tiny_patient_cohort, tmp_path):
@@ -131,6 +156,23 @@ def test_normative_pieces_merge_into_what_one_run_writes(tiny_patient_cohort, tm
     assert (tmp_path / "ab" / "kaplan_meier.png").read_bytes() == (tmp_path / "a" / "kaplan_meier.png").read_bytes()
     report = (tmp_path / "ab" / "report.html").read_text()
     assert "Hazard ratio per unit" in report and "Training seconds" in report and "kaplan_meier.png" in report
+
+    # a merged folder with a gap (brain_age_gap not run on seed 1) is completed by a later merge
+    _bench(["normative", "benchmark", "--quick", "--methods", "regression_z"], manifest, tmp_path / "c",
+           "--first-seed", "1", "--seeds", "1")
+    result = _merge("normative", tmp_path / "a", tmp_path / "c", out=tmp_path / "ac")
+    assert result.exit_code == 0, result.output
+    assert "note: brain_age_gap was not run on seed 1" in result.output
+    gap = json.loads((tmp_path / "ac" / "results.json").read_text())
+    assert gap["method_seeds"]["brain_age_gap"] == [0] and gap["method_seeds"]["regression_z"] == [0, 1]
+    assert gap["methods"]["brain_age_gap"]["hr_ci"]["per_seed"][1] == [None, None]
+    assert gap["methods"]["brain_age_gap"]["hr_ci"]["geometric_mean"] == pytest.approx(  # over seed 0 alone
+        whole["methods"]["brain_age_gap"]["hr_ci"]["per_seed"][0], rel=1e-12)
+    result = _merge("normative", tmp_path / "ac", tmp_path / "b", out=tmp_path / "acb")
+    assert result.exit_code == 0, result.output
+    completed = json.loads((tmp_path / "acb" / "results.json").read_text())
+    assert _values(completed) == _values(whole)
+    assert completed["methods"]["brain_age_gap"]["hr_ci"] == merged["methods"]["brain_age_gap"]["hr_ci"]
 
     # a seed's Cox CI that disagrees is refused like any value
     shutil.copytree(tmp_path / "a", tmp_path / "a2")

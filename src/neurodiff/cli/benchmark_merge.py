@@ -42,9 +42,9 @@ def merge_image_benchmark_folders(command: str, folders: list[Path], out: Path, 
     with atomic_dir(out) as tmp:
         write_json(tmp / "results.json", merged.document)
         figures = metrics_figure(merged.document, tmp)
-        for name in merged.figures:
-            shutil.copy2(merged.figure_folder / name, tmp / name)
-            figures[Path(name).stem] = name
+        for source in merged.figures:
+            shutil.copy2(source, tmp / source.name)
+            figures[source.stem] = source.name
         write_text(tmp / "report.html", report_html(merged.document, figures))
     typer.echo(f"Merged {len(folders)} folders: seeds {merged.document['seeds']}, methods "
                f"{', '.join(merged.document['config']['methods'])}")

@@ -27,7 +27,10 @@ tell whether another code version made them. It says where the folders' environm
 python, torch and numpy versions, CPU capability and features, GPU, torch threads per seed).
 
 The merged document holds each method's per-seed values on the union of the seeds (null where a method was
-not run on a seed, which the merge reports), its mean and 95 % CI recomputed. ``timings.merged_from`` lists
+not run on a seed, which the merge reports), its mean and 95 % CI recomputed, and ``method_seeds``: the seeds
+each method ran on, so that a later merge can fill those gaps from another folder. A wall-clock metric
+(``BenchmarkKind.timing_metrics``, e.g. harmonisation's ``images_per_second``) is never the same twice and
+is not checked; the first folder's is kept. ``timings.merged_from`` lists
 each folder with its seeds, methods, device, threads per seed, timings and environment;
 ``timings.threads_per_seed`` is their common value (a list when they differ); ``environment`` is the first
 folder's.
@@ -63,6 +66,8 @@ class BenchmarkKind:
     command: str  # the CLI group: `neurodiff <command> benchmark`
     files: tuple[str, ...]  # the files every output folder holds
     methods: tuple[str, ...]  # the benchmark's method order; other rows follow as they came
+    # wall-clock measurements among the metrics: never the same twice, so not checked; the first folder's is kept
+    timing_metrics: tuple[str, ...] = ()
 
 
 @dataclass
@@ -116,6 +121,10 @@ def check_document(where: Path, document: dict[str, Any]) -> None:
         raise ValueError(f"{where}: 'seeds' must be distinct integers, got {seeds}")
     if not isinstance(document["config"].get("methods"), list):
         raise ValueError(f"{where}: no 'config.methods' list")
+    recorded = document.get("method_seeds")
+    if recorded is not None and not (isinstance(recorded, dict) and all(
+            isinstance(v, list) and set(v) <= set(seeds) for v in recorded.values())):
+        raise ValueError(f"{where}: 'method_seeds' must map each method to some of the seeds {seeds}")
     for method, metrics in document["methods"].items():
         for metric, summary in (metrics.items() if isinstance(metrics, dict) else [(None, None)]):
             values = summary.get("values") if isinstance(summary, dict) else None
@@ -157,12 +166,18 @@ def merge_documents(folders: Sequence[BenchmarkFolder], kind: BenchmarkKind, log
                 raise ValueError(f"{folder.path}: seed {seed}'s split is {size}, but {splits[seed][1]} has "
                                  f"{splits[seed][0]}; the folders did not split the same data alike")
             splits.setdefault(seed, (size, folder.path))
+        ran = seeds_run(folder)
         for method, metrics in folder.document["methods"].items():
-            covered.setdefault(method, set()).update(folder.seeds)
+            covered.setdefault(method, set()).update(ran[method])
             for metric, summary in metrics.items():
+                cell = cells.setdefault(method, {}).setdefault(metric, {})
                 for seed, value in zip(folder.seeds, summary["values"]):
-                    cell = cells.setdefault(method, {}).setdefault(metric, {})
-                    put_value(cell, method, metric, seed, value, folder, tolerance)
+                    if seed not in ran[method]:
+                        continue
+                    if metric in kind.timing_metrics:  # not checked
+                        cell.setdefault(seed, []).append((value, folder))
+                    else:
+                        put_value(cell, method, metric, seed, value, folder, tolerance)
     per_seed = {method: {metric: [_nan(values[seed][0][0]) if seed in values else math.nan for seed in seeds]
                          for metric, values in cells[method].items()}
                 for method in method_order(kind, cells)}
@@ -200,9 +215,17 @@ def merge_documents(folders: Sequence[BenchmarkFolder], kind: BenchmarkKind, log
     timings = {"total_seconds": total, "threads_per_seed": threads[0] if len(threads) == 1 else threads,
                "merged_from": merged_from}
     document = results_document(task=kind.task, data=data, seeds=seeds, per_seed=per_seed, timings=timings,
-                                config=config)
+                                config=config, method_seeds={m: sorted(covered[m]) for m in per_seed})
     document["environment"] = _environment(first) or document["environment"]
     return document
+
+
+def seeds_run(folder: BenchmarkFolder) -> dict[str, set[int]]:
+    """method → the seeds `folder` ran it on: all its seeds, except in a merged folder (``method_seeds``), whose
+    nulls where a method was not run are gaps, not values, and can be filled by another folder."""
+    recorded = folder.document.get("method_seeds") or {}
+    return {method: set(recorded[method]) if method in recorded else set(folder.seeds)
+            for method in folder.document["methods"]}
 
 
 def method_order(kind: BenchmarkKind, methods: dict[str, Any]) -> list[str]:

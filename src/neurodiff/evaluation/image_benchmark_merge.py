@@ -8,10 +8,11 @@ values two folders both hold within the tolerance. What this module adds:
 - ``timings.training`` per seed, joined as the methods' fitting times of that seed from every folder (the
   first folder's where two fitted the same method); the harmonisation benchmark's ``timings.throughput``
   (a speed measurement, not a seed's) is the first folder's that has one;
-- the normative benchmark's per-seed Cox CIs (``methods.<method>.hr_ci``), checked like the values and
-  their geometric mean recomputed (null when a method lacks a seed, as when a seed's Cox fit fails);
+- the normative benchmark's per-seed Cox CIs (``methods.<method>.hr_ci``), checked like the values, and
+  their geometric mean recomputed over the seeds the method ran on;
 - the figures: a benchmark draws its examples, latents and curves from its first seed. The merged folder
-  takes those of its lowest seed from the folder that began there; the metric bars are redrawn from the
+  takes those of its lowest seed from the folders that began there (the one that ran the most methods
+  first, then any figure the others add, e.g. a method's latent map); the metric bars are redrawn from the
   merged values by the command.
 """
 
@@ -32,6 +33,7 @@ from neurodiff.evaluation.benchmark_merge import (
     merge_documents,
     put_value,
     read_results,
+    seeds_run,
 )
 
 #: drawn again from the merged values, not copied
@@ -43,7 +45,7 @@ def _kinds() -> dict[str, BenchmarkKind]:
 
     return {
         "harmonize": BenchmarkKind(task="harmonization", command="harmonize", files=("results.json", "report.html"),
-                                   methods=harmonization_benchmark.ALL_METHODS),
+                                   methods=harmonization_benchmark.ALL_METHODS, timing_metrics=("images_per_second",)),
         "normative": BenchmarkKind(task="normative", command="normative", files=("results.json", "report.html"),
                                    methods=normative_benchmark.ALL_METHODS),
     }
@@ -54,8 +56,7 @@ class MergedImageBenchmark:
     """What `neurodiff harmonize|normative merge` writes: the document, and the figures to copy."""
 
     document: dict[str, Any]
-    figure_folder: Path | None  # the folder whose first seed is the merged folder's lowest
-    figures: list[str]  # its figure files, in its report's order, without the metric bars
+    figures: list[Path]  # the figures to copy (the lowest seed's, without the metric bars), in report order
 
 
 def read_image_benchmark_folder(path: str | Path, command: str) -> BenchmarkFolder:
@@ -78,25 +79,38 @@ def merge_image_benchmarks(folders: Sequence[BenchmarkFolder], command: str, log
     seeds = document["seeds"]
     timings = document["timings"]
     timings["training"] = _per_seed_entries(folders, seeds)
-    throughput = next((f.document["timings"]["throughput"] for f in folders
-                       if (f.document.get("timings") or {}).get("throughput")), None)
-    if throughput is not None:
-        timings["throughput"] = throughput
+    throughputs = [f.document["timings"]["throughput"] for f in folders
+                   if isinstance((f.document.get("timings") or {}).get("throughput"), list)]
+    if throughputs:  # a speed measurement, not a seed's: the first folder's that measured it
+        timings["throughput"] = next((t for t in throughputs if t), [])
     if command == "normative":
         from neurodiff.evaluation.normative_benchmark import attach_hr_ci
 
-        attach_hr_ci(document, _merge_hr_ci(folders, seeds, tolerance))
-    source = next(iter(folders_from_seed(folders, seeds[0])), None)
-    if source is None:
-        log(f"note: no folder began at seed {seeds[0]}, so none kept its figures; the merged report has the metric "
+        attach_hr_ci(document, _merge_hr_ci(folders, seeds, tolerance), document["method_seeds"])
+    return MergedImageBenchmark(document, _lowest_seed_figures(folders, seeds[0], log))
+
+
+def _lowest_seed_figures(folders: Sequence[BenchmarkFolder], seed: int, log: Callable[[str], None]) -> list[Path]:
+    """The figures of the folders that began at `seed` (a benchmark draws its figures from its first seed): those of
+    the one that ran the most methods, then any file the others add (a method's latent map); never the metric bars."""
+    sources = sorted(folders_from_seed(folders, seed), key=lambda f: -len(f.document["config"]["methods"]))
+    if not sources:
+        log(f"note: no folder began at seed {seed}, so none kept its figures; the merged report has the metric "
             "bars only")
-        return MergedImageBenchmark(document, None, [])
-    figures = [f for f in source.extras["figures"] if f != METRICS_FIGURE]
-    others = {m for f in folders for m in f.document["config"]["methods"]} - set(source.document["config"]["methods"])
-    if figures and others:
-        log(f"note: the figures other than the metric bars show seed {seeds[0]} from {source.path}, which did not run "
-            f"{', '.join(sorted(others))}")
-    return MergedImageBenchmark(document, source.path, figures)
+        return []
+    chosen: dict[str, Path] = {}
+    for folder in sources:
+        for name in folder.extras["figures"]:
+            if name != METRICS_FIGURE:
+                chosen.setdefault(name, folder.path / name)
+    shown = {m for f in sources for m in f.document["config"]["methods"]}
+    others = {m for f in folders for m in f.document["config"]["methods"]} - shown
+    if chosen and others:
+        log(f"note: the figures other than the metric bars show seed {seed}, which no folder ran "
+            f"{', '.join(sorted(others))} on")
+    if len(sources) > 1 and chosen:
+        log(f"note: the figures drawn from all methods of a run (examples, curves) show those of {sources[0].path}")
+    return list(chosen.values())
 
 
 def _pop_hr_ci(where: Path, document: dict[str, Any]) -> dict[str, list[Any]]:
@@ -116,11 +130,14 @@ def _pop_hr_ci(where: Path, document: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def _merge_hr_ci(folders: Sequence[BenchmarkFolder], seeds: list[int], tolerance: float) -> dict[str, list[Any]]:
+    """method → [lower, upper] per seed ([null, null] where it was not run), checked like the values."""
     cells: dict[str, dict[int, list]] = {}
     for folder in folders:
+        ran = seeds_run(folder)
         for method, per_seed in folder.extras["hr_ci"].items():
             for seed, pair in zip(folder.seeds, per_seed):
-                put_value(cells.setdefault(method, {}), method, "hr_ci", seed, pair, folder, tolerance)
+                if seed in ran.get(method, ()):
+                    put_value(cells.setdefault(method, {}), method, "hr_ci", seed, pair, folder, tolerance)
     return {method: [cell[seed][0][0] if seed in cell else [None, None] for seed in seeds]
             for method, cell in cells.items()}
 

@@ -316,10 +316,17 @@ def run_benchmark(frame: pd.DataFrame, images: np.ndarray, affine: np.ndarray, c
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}}
 
 
-def attach_hr_ci(document: dict[str, Any], hr_ci: dict[str, list[list[float]]]) -> dict[str, Any]:
-    """Add each method's per-seed Cox 95 % CI of the HR per unit (``hr_ci``) to a results document."""
+def attach_hr_ci(document: dict[str, Any], hr_ci: dict[str, list[list[float]]],
+                 method_seeds: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """Add each method's per-seed Cox 95 % CI of the HR per unit (``hr_ci``) to a results document.
+
+    The geometric mean is over the seeds of ``method_seeds[method]`` when given (a merged benchmark whose
+    method was not run on every seed), else over all seeds; null when a seed's bound is null (a failed fit).
+    """
     for method, intervals in hr_ci.items():
-        logs = np.log(np.asarray([[np.nan if v is None else v for v in pair] for pair in intervals], dtype=np.float64))
+        ran = [pair for seed, pair in zip(document["seeds"], intervals)
+               if method_seeds is None or method not in method_seeds or seed in method_seeds[method]]
+        logs = np.log(np.asarray([[np.nan if v is None else v for v in pair] for pair in ran], dtype=np.float64))
         document["methods"][method]["hr_ci"] = {
             "per_seed": intervals, "geometric_mean": [_finite_or_none(np.exp(logs[:, 0].mean())),
                                                       _finite_or_none(np.exp(logs[:, 1].mean()))]}
